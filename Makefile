@@ -1,0 +1,30 @@
+# The README's two commands. Each creates .venv and installs what it needs on first use;
+# the install re-runs only when setup.py changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# 8 fake CPU devices so that sharding code runs the same paths as on a pod slice.
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[envs,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m data_pipelines.inspect_tokens --config=configs/demo.py
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/tokenize.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

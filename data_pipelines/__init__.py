@@ -1,0 +1,1 @@
+"""Dataset builders and tools that turn real environment rollouts into training data."""

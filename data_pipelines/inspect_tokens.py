@@ -1,0 +1,109 @@
+r"""Roll out real episodes and show how their TaskSpecs tokenize them.
+
+The first thing to run when adding a task: it shows the token layout, the tokens of one
+timestep grouped by kind, and checks that every logged action survives the round trip
+through tokens (the evaluator decodes sampled actions the same way).
+
+  python -m data_pipelines.inspect_tokens --config=configs/demo.py
+  python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,babyai_gotolocal
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from absl import app
+from ml_collections import config_flags
+
+from gato_jax import tokenizer as tok
+from gato_jax.envs import experts, specs
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
+
+
+def to_observation(task: str, observation: Any) -> dict[str, Any]:
+  """The env's observation in the TaskSpec's field names."""
+  if task.startswith('babyai_'):
+    return {k: observation[k] for k in ('mission', 'image', 'direction')}
+  return {'state': observation}
+
+
+def rollout(task: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+  """One episode with the task's expert: stacked observations, actions and the return."""
+  env = gym.make(specs.ENV_IDS[task])
+  try:
+    observation, _ = env.reset(seed=seed)
+    policy = experts.make_expert(task, env)
+    steps, actions, total = [], [], 0.0
+    done = False
+    while not done:
+      action = policy(observation)
+      steps.append(to_observation(task, observation))
+      actions.append(action)
+      observation, reward, terminated, truncated, _ = env.step(action)
+      total += float(reward)
+      done = terminated or truncated
+  finally:
+    env.close()
+  stacked = {k: np.stack([np.asarray(s[k]) for s in steps]) for k in steps[0]}
+  return stacked, np.asarray(actions), total
+
+
+def describe_timestep(spec: tok.TaskSpec, steps: tok.TokenizedSteps, t: int = 0, show: int = 8) -> str:
+  """One timestep's tokens field by field: 'name  KIND  xcount  [first ids ...]'."""
+  lines = []
+  for name, start, stop in spec.token_spans():
+    ids = steps.tokens[t, start:stop]
+    kind = tok.TokenKind(steps.kinds[t, start]).name
+    text = ' '.join(str(i) for i in ids[:show]) + (' ...' if len(ids) > show else '')
+    lines.append(f'    {name:<12} {kind:<24} x{len(ids):<4} [{text}]')
+  return '\n'.join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+  layout = tok.layout_from_config(config)
+  vocabulary = tok.vocabulary_from_config(config)
+  tasks = config.tasks.split(',') if isinstance(config.tasks, str) else list(config.tasks)
+  print(
+      f'token layout: text [0, {layout.text_vocab_size}) | discrete [{layout.discrete_offset}, '
+      f'{layout.continuous_offset}) | continuous [{layout.continuous_offset}, {layout.separator}) '
+      f'| separator {layout.separator} | image {layout.image_placeholder} '
+      f'| vocab {layout.vocab_size}'
+  )
+  rows = []
+  for task in tasks:
+    spec = specs.get_spec(task)
+    if task not in specs.ENV_IDS:
+      raise ValueError(f'config key tasks: task {task!r} has no environment to roll out')
+    task_tokenizer = spec.tokenizer(layout, vocabulary)
+    for episode in range(config.episodes):
+      seed = config.seed + episode
+      observations, actions, episode_return = rollout(task, seed)
+      start = time.perf_counter()
+      steps = task_tokenizer.tokenize_steps(observations, actions)
+      seconds = time.perf_counter() - start
+      action_tokens = steps.tokens[:, spec.observation_tokens + 1 :]
+      decoded = np.stack([task_tokenizer.detokenize_action(a) for a in action_tokens])
+      error = float(np.max(np.abs(decoded.astype(np.float64) - actions.reshape(decoded.shape))))
+      if episode == 0:
+        print(f'\n{task}: first timestep, {spec.tokens_per_timestep} tokens')
+        print(describe_timestep(spec, steps))
+      rows.append((task, seed, len(actions), episode_return, steps.tokens.size, error, seconds))
+
+  print(f'\n{"task":<22}{"seed":>5}{"steps":>7}{"return":>9}{"tokens":>9}'
+        f'{"action err":>12}{"tok/s":>12}')
+  for task, seed, n, ret, n_tokens, error, seconds in rows:
+    print(f'{task:<22}{seed:>5}{n:>7}{ret:>9.1f}{n_tokens:>9}{error:>12.2g}'
+          f'{n_tokens / max(seconds, 1e-9):>12.3g}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Environments Gato acts in: task specs, and (as they land) wrappers and expert policies."""
