@@ -9,38 +9,40 @@ import setuptools
 JAX = '0.10.2'
 
 setuptools.setup(
-    name='gato-jax',
-    version='0.1.0',
-    description='A generalist agent (Gato) in JAX/Flax: seqio data, sharded training, Orbax, evaluation.',
-    python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['gato_jax', 'gato_jax.*', 'data_pipelines', 'data_pipelines.*']),
-    install_requires=[
-        f'jax>={JAX},<0.11',
-        'flax>=0.12.8,<0.13',
-        'optax>=0.2.8,<0.3',
-        'orbax-checkpoint>=0.12.8,<0.13',
-        'tensorflow>=2.21,<2.22',  # seqio and tfds run their pipelines on tf.data.
-        'tensorflow-datasets>=4.9.10,<4.10',
-        'seqio>=0.0.20,<0.0.21',
-        'sentencepiece>=0.2.3,<0.3',
-        'ml-collections>=1.1,<1.2',
-        'gymnasium>=1.4,<1.5',
-        'absl-py>=2.1',
-        'numpy>=2.0,<3',
+  name='gato-jax',
+  version='0.1.0',
+  description='Gato in JAX/Flax: seqio data, sharded training, Orbax checkpoints, evaluation.',
+  python_requires='>=3.11',
+  packages=setuptools.find_packages(
+    include=['gato_jax', 'gato_jax.*', 'data_pipelines', 'data_pipelines.*']
+  ),
+  install_requires=[
+    f'jax>={JAX},<0.11',
+    'flax>=0.12.8,<0.13',
+    'optax>=0.2.8,<0.3',
+    'orbax-checkpoint>=0.12.8,<0.13',
+    'tensorflow>=2.21,<2.22',  # seqio and tfds run their pipelines on tf.data.
+    'tensorflow-datasets>=4.9.10,<4.10',
+    'seqio>=0.0.20,<0.0.21',
+    'sentencepiece>=0.2.3,<0.3',
+    'ml-collections>=1.1,<1.2',
+    'gymnasium>=1.4,<1.5',
+    'absl-py>=2.1',
+    'numpy>=2.0,<3',
+  ],
+  extras_require={
+    # Real environments. mujoco is pinned to the one version on which both dm-control and
+    # metaworld run (platform_notes.md): 4.x breaks both, 3.16 breaks dm-control.
+    'envs': [
+      'mujoco==3.17.0',
+      'dm-control==1.0.50',
+      'metaworld==3.0.0',
+      'ale-py>=0.12.1,<0.13',
+      'minigrid>=3.2,<3.3',
+      'gymnasium[classic-control,box2d]>=1.4,<1.5',
     ],
-    extras_require={
-        # Real environments. mujoco is pinned to the one version on which both dm-control and
-        # metaworld run (platform_notes.md): 4.x breaks both, 3.16 breaks dm-control.
-        'envs': [
-            'mujoco==3.17.0',
-            'dm-control==1.0.50',
-            'metaworld==3.0.0',
-            'ale-py>=0.12.1,<0.13',
-            'minigrid>=3.2,<3.3',
-            'gymnasium[classic-control,box2d]>=1.4,<1.5',
-        ],
-        'dev': ['pytest>=8', 'hypothesis>=6.100', 'ruff>=0.15'],
-        'tpu': [f'jax[tpu]=={JAX}'],
-        'cuda': [f'jax[cuda12]=={JAX}'],
-    },
+    'dev': ['pytest>=8', 'hypothesis>=6.100', 'ruff>=0.15'],
+    'tpu': [f'jax[tpu]=={JAX}'],
+    'cuda': [f'jax[cuda12]=={JAX}'],
+  },
 )

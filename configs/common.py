@@ -7,12 +7,14 @@ T5_VOCABULARY = 'gs://t5-data/vocabs/cc_all.32000/sentencepiece.model'
 
 
 def tokenizer_config(
-    text_vocab_size: int = 32000, vocabulary: str = T5_VOCABULARY
+  text_vocab_size: int = 32000, vocabulary: str = T5_VOCABULARY
 ) -> ml_collections.ConfigDict:
   """The token layout; every other offset is derived from text_vocab_size (tokenizer.py)."""
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       # Ids [0, text_vocab_size) are text; discrete, continuous and separator ids follow.
       'text_vocab_size': text_vocab_size,
       # 'byte' (seqio.ByteVocabulary, offline) or the path of a SentencePiece model.
       'vocabulary': vocabulary,
-  })
+    }
+  )

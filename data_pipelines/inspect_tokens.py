@@ -5,7 +5,8 @@ timestep grouped by kind, and checks that every logged action survives the round
 through tokens (the evaluator decodes sampled actions the same way).
 
   python -m data_pipelines.inspect_tokens --config=configs/demo.py
-  python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,babyai_gotolocal
+  python -m data_pipelines.inspect_tokens --config=configs/demo.py \
+      --config.tasks=cartpole,babyai_gotolocal --config.episodes=3
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from absl import app
 from ml_collections import config_flags
 
+from gato_jax import tables
 from gato_jax import tokenizer as tok
 from gato_jax.envs import experts, specs
 
@@ -33,11 +35,18 @@ def to_observation(task: str, observation: Any) -> dict[str, Any]:
 
 
 def rollout(task: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-  """One episode with the task's expert: stacked observations, actions and the return."""
+  """One episode with the task's expert, or uniformly random actions for tasks without one.
+
+  Returns the stacked observations, the actions and the episode return.
+  """
   env = gym.make(specs.ENV_IDS[task])
   try:
     observation, _ = env.reset(seed=seed)
-    policy = experts.make_expert(task, env)
+    if experts.has_expert(task):
+      policy = experts.make_expert(task, env)
+    else:
+      env.action_space.seed(seed)
+      policy = lambda _: env.action_space.sample()  # noqa: E731
     steps, actions, total = [], [], 0.0
     done = False
     while not done:
@@ -53,7 +62,9 @@ def rollout(task: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, fl
   return stacked, np.asarray(actions), total
 
 
-def describe_timestep(spec: tok.TaskSpec, steps: tok.TokenizedSteps, t: int = 0, show: int = 8) -> str:
+def describe_timestep(
+  spec: tok.TaskSpec, steps: tok.TokenizedSteps, t: int = 0, show: int = 8
+) -> str:
   """One timestep's tokens field by field: 'name  KIND  xcount  [first ids ...]'."""
   lines = []
   for name, start, stop in spec.token_spans():
@@ -71,12 +82,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   layout = tok.layout_from_config(config)
   vocabulary = tok.vocabulary_from_config(config)
-  tasks = config.tasks.split(',') if isinstance(config.tasks, str) else list(config.tasks)
+  tasks = [t.strip() for t in config.tasks.split(',') if t.strip()]
   print(
-      f'token layout: text [0, {layout.text_vocab_size}) | discrete [{layout.discrete_offset}, '
-      f'{layout.continuous_offset}) | continuous [{layout.continuous_offset}, {layout.separator}) '
-      f'| separator {layout.separator} | image {layout.image_placeholder} '
-      f'| vocab {layout.vocab_size}'
+    f'token layout: text [0, {layout.text_vocab_size}) | discrete [{layout.discrete_offset}, '
+    f'{layout.continuous_offset}) | continuous [{layout.continuous_offset}, {layout.separator}) '
+    f'| separator {layout.separator} | image {layout.image_placeholder} '
+    f'| vocab {layout.vocab_size}'
   )
   rows = []
   for task in tasks:
@@ -96,13 +107,20 @@ def main(argv: Sequence[str]) -> None:
       if episode == 0:
         print(f'\n{task}: first timestep, {spec.tokens_per_timestep} tokens')
         print(describe_timestep(spec, steps))
-      rows.append((task, seed, len(actions), episode_return, steps.tokens.size, error, seconds))
-
-  print(f'\n{"task":<22}{"seed":>5}{"steps":>7}{"return":>9}{"tokens":>9}'
-        f'{"action err":>12}{"tok/s":>12}')
-  for task, seed, n, ret, n_tokens, error, seconds in rows:
-    print(f'{task:<22}{seed:>5}{n:>7}{ret:>9.1f}{n_tokens:>9}{error:>12.2g}'
-          f'{n_tokens / max(seconds, 1e-9):>12.3g}')
+      rows.append(
+        {
+          'task': task,
+          'policy': 'expert' if experts.has_expert(task) else 'random',
+          'seed': seed,
+          'steps': len(actions),
+          'return': episode_return,
+          'tokens': int(steps.tokens.size),
+          'action_error': error,
+          'tokens/s': steps.tokens.size / max(seconds, 1e-9),
+        }
+      )
+  print()
+  print(tables.format_table(rows))
 
 
 if __name__ == '__main__':

@@ -131,8 +131,8 @@ def tokens_to_continuous(tokens: np.ndarray, offset: int, mu_law: bool = True) -
   bins = np.asarray(tokens, dtype=np.int64) - offset
   if bins.size and (bins.min() < 0 or bins.max() >= NUM_BINS):
     raise ValueError(
-        f'continuous tokens must lie in [{offset}, {offset + NUM_BINS}), '
-        f'got values in [{bins.min() + offset}, {bins.max() + offset}]'
+      f'continuous tokens must lie in [{offset}, {offset + NUM_BINS}), '
+      f'got values in [{bins.min() + offset}, {bins.max() + offset}]'
     )
   y = (-1.0 + (bins + 0.5) * (2.0 / NUM_BINS)).astype(np.float32)
   return mu_law_decode(y) if mu_law else y
@@ -177,6 +177,7 @@ def patch_position_intervals(height: int, width: int) -> np.ndarray:
   Intervals are half-open and never empty. The model samples a bucket inside them while
   training and takes their rounded mean at evaluation (paper appendix C.3).
   """
+
   def intervals(n: int) -> np.ndarray:
     edges = np.floor(np.arange(n + 1) / n * POSITION_BUCKETS).astype(np.int32)
     lo = edges[:-1]
@@ -222,8 +223,8 @@ class ImageField:
   def __post_init__(self):
     if self.height % PATCH_SIZE or self.width % PATCH_SIZE or self.height <= 0 or self.width <= 0:
       raise ValueError(
-          f'image field {self.name!r}: height and width must be positive multiples of '
-          f'{PATCH_SIZE}, got {self.height}x{self.width}'
+        f'image field {self.name!r}: height and width must be positive multiples of '
+        f'{PATCH_SIZE}, got {self.height}x{self.width}'
       )
 
   @property
@@ -247,8 +248,8 @@ class DiscreteField:
     object.__setattr__(self, 'shape', tuple(self.shape))
     if not 0 < self.num_values <= NUM_BINS:
       raise ValueError(
-          f'discrete field {self.name!r}: num_values must be in [1, {NUM_BINS}], '
-          f'got {self.num_values}'
+        f'discrete field {self.name!r}: num_values must be in [1, {NUM_BINS}], '
+        f'got {self.num_values}'
       )
 
   @property
@@ -280,7 +281,7 @@ class ContinuousField:
       raise ValueError(f'continuous field {self.name!r}: give both low and high, or neither')
     if self.low is not None and not self.low < self.high:
       raise ValueError(
-          f'continuous field {self.name!r}: low must be below high, got [{self.low}, {self.high}]'
+        f'continuous field {self.name!r}: low must be below high, got [{self.low}, {self.high}]'
       )
 
   @property
@@ -420,9 +421,9 @@ class TaskTokenizer:
       raise ValueError(f'task {self.spec.name!r} has text fields but no vocabulary was given')
     if self.vocabulary is not None and self.vocabulary.vocab_size > self.layout.text_vocab_size:
       raise ValueError(
-          f'task {self.spec.name!r}: the text vocabulary has {self.vocabulary.vocab_size} ids, '
-          f'more than text_vocab_size={self.layout.text_vocab_size} in config; its ids would '
-          'collide with discrete tokens'
+        f'task {self.spec.name!r}: the text vocabulary has {self.vocabulary.vocab_size} ids, '
+        f'more than text_vocab_size={self.layout.text_vocab_size} in config; its ids would '
+        'collide with discrete tokens'
       )
 
   def tokenize_timestep(self, observation: Mapping[str, Any], action: Any) -> TokenizedSteps:
@@ -478,19 +479,21 @@ class TaskTokenizer:
     kinds.append(np.full(act.shape, kind, np.int8))
 
     first = FIRST_OBSERVATION_POSITION
-    positions = np.concatenate([
+    positions = np.concatenate(
+      [
         np.arange(first, first + spec.observation_tokens, dtype=np.int32),
         np.full(1 + spec.action_tokens, LOCAL_POSITION_ACTION, np.int32),
-    ])
+      ]
+    )
     if not patches:
       patches = [np.zeros((num_steps, 0, PATCH_SIZE, PATCH_SIZE, 3), np.uint8)]
       patch_positions = [np.zeros((num_steps, 0, 4), np.int32)]
     return TokenizedSteps(
-        tokens=np.concatenate(tokens, axis=1),
-        kinds=np.concatenate(kinds, axis=1),
-        local_positions=np.broadcast_to(positions, (num_steps, len(positions))).copy(),
-        patches=np.concatenate(patches, axis=1),
-        patch_positions=np.concatenate(patch_positions, axis=1),
+      tokens=np.concatenate(tokens, axis=1),
+      kinds=np.concatenate(kinds, axis=1),
+      local_positions=np.broadcast_to(positions, (num_steps, len(positions))).copy(),
+      patches=np.concatenate(patches, axis=1),
+      patch_positions=np.concatenate(patch_positions, axis=1),
     )
 
   def detokenize_action(self, tokens: np.ndarray) -> np.ndarray:
@@ -504,7 +507,7 @@ class TaskTokenizer:
     tokens = np.asarray(tokens)
     if tokens.shape != (spec.action_tokens,):
       raise self._error(
-          'action', f'expected {spec.action_tokens} action tokens, got shape {tokens.shape}'
+        'action', f'expected {spec.action_tokens} action tokens, got shape {tokens.shape}'
       )
     a = spec.action
     if isinstance(a, DiscreteField):
@@ -512,9 +515,9 @@ class TaskTokenizer:
       bad = (values < 0) | (values >= a.num_values)
       if bad.any():
         raise self._error(
-            'action',
-            f'token {tokens[bad][0]} is not a discrete action token: allowed ids are '
-            f'[{layout.discrete_offset}, {layout.discrete_offset + a.num_values})',
+          'action',
+          f'token {tokens[bad][0]} is not a discrete action token: allowed ids are '
+          f'[{layout.discrete_offset}, {layout.discrete_offset + a.num_values})',
         )
       return values.reshape(a.shape)
     try:
@@ -531,9 +534,9 @@ class TaskTokenizer:
   def _check_shape(self, f: Field, value: np.ndarray, num_steps: int, shape: tuple[int, ...]):
     if value.shape != (num_steps, *shape):
       raise self._error(
-          f.name,
-          f'expected shape {shape} per step for {num_steps} steps, got {value.shape[1:]} '
-          f'for {value.shape[0] if value.ndim else 0} steps',
+        f.name,
+        f'expected shape {shape} per step for {num_steps} steps, got {value.shape[1:]} '
+        f'for {value.shape[0] if value.ndim else 0} steps',
       )
 
   @staticmethod
@@ -560,7 +563,7 @@ class TaskTokenizer:
     bad = (value < 0) | (value >= f.num_values)
     if bad.any():
       raise self._error(
-          f.name, f'value {value[bad][0]} at {self._where(bad)} is outside [0, {f.num_values})'
+        f.name, f'value {value[bad][0]} at {self._where(bad)} is outside [0, {f.num_values})'
       )
     return value.reshape(num_steps, -1).astype(np.int32) + np.int32(self.layout.discrete_offset)
 
@@ -578,12 +581,12 @@ class TaskTokenizer:
       bad = np.abs(unit) > f.bound * (1 + 1e-6)
       if bad.any():
         raise self._error(
-            f.name,
-            f'value {value[bad][0]} at {self._where(bad)} is beyond what the bins represent '
-            f'({f.range_text}); set saturate=True in the spec to let it take the edge bin',
+          f.name,
+          f'value {value[bad][0]} at {self._where(bad)} is beyond what the bins represent '
+          f'({f.range_text}); set saturate=True in the spec to let it take the edge bin',
         )
     return continuous_to_tokens(
-        unit.reshape(num_steps, -1), self.layout.continuous_offset, f.mu_law
+      unit.reshape(num_steps, -1), self.layout.continuous_offset, f.mu_law
     )
 
   def _encode_text(self, f: TextField, value: Any, num_steps: int) -> np.ndarray:
@@ -604,9 +607,9 @@ class TaskTokenizer:
       if len(ids) > f.max_tokens:
         if not f.truncate:
           raise self._error(
-              f.name,
-              f'text at step {t} has {len(ids)} tokens, more than max_tokens={f.max_tokens} '
-              f'(set truncate=True in the spec to cut it): {text!r}',
+            f.name,
+            f'text at step {t} has {len(ids)} tokens, more than max_tokens={f.max_tokens} '
+            f'(set truncate=True in the spec to cut it): {text!r}',
           )
         ids = ids[: f.max_tokens]
       out[t, : len(ids)] = ids
@@ -641,12 +644,12 @@ def vocabulary_from_config(config: Any) -> Any:
     vocabulary = seqio.SentencePieceVocabulary(name)
   else:
     raise ValueError(
-        f"config key tokenizer.vocabulary must be 'byte' or a SentencePiece model path, got {name!r}"
+      f"config key tokenizer.vocabulary must be 'byte' or a SentencePiece model path, got {name!r}"
     )
   size = config.tokenizer.text_vocab_size
   if vocabulary.vocab_size > size:
     raise ValueError(
-        f'config key tokenizer.text_vocab_size={size} is smaller than the vocabulary '
-        f'{name!r} ({vocabulary.vocab_size} ids); text ids would collide with discrete tokens'
+      f'config key tokenizer.text_vocab_size={size} is smaller than the vocabulary '
+      f'{name!r} ({vocabulary.vocab_size} ids); text ids would collide with discrete tokens'
     )
   return vocabulary

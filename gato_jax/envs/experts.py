@@ -21,6 +21,10 @@ def _cartpole(observation: np.ndarray) -> int:
   return int(0.1 * x + 0.5 * x_dot + 3.0 * theta + theta_dot > 0)
 
 
+def has_expert(task: str) -> bool:
+  return task == 'cartpole' or task.startswith('babyai_')
+
+
 def make_expert(task: str, env: Any) -> Policy:
   """The expert for `task`, bound to `env` right after its reset."""
   if task == 'cartpole':

@@ -11,9 +11,9 @@ from gato_jax.tokenizer import ContinuousField, DiscreteField, TaskSpec, TextFie
 
 # minigrid's symbolic 7x7 view: (object, colour, state) per cell; object ids go up to 10.
 _BABYAI_OBSERVATION = (
-    TextField('mission', max_tokens=48),
-    DiscreteField('image', (7, 7, 3), num_values=11),
-    DiscreteField('direction', (), num_values=4),
+  TextField('mission', max_tokens=48),
+  DiscreteField('image', (7, 7, 3), num_values=11),
+  DiscreteField('direction', (), num_values=4),
 )
 _BABYAI_LEVELS = ('GoToRedBall', 'GoToLocal', 'PickupLoc', 'PutNextLocal', 'BossLevel')
 
@@ -23,32 +23,32 @@ def _classic(name: str, state_dim: int, action: DiscreteField | ContinuousField)
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        _classic('cartpole', 4, DiscreteField('action', (), num_values=2)),
-        _classic('acrobot', 6, DiscreteField('action', (), num_values=3)),
-        _classic('mountaincar', 2, DiscreteField('action', (), num_values=3)),
-        # Pendulum's torque lies in [-2, 2]: mapped linearly onto the bins, no mu-law.
-        _classic('pendulum', 3, ContinuousField('action', (1,), mu_law=False, low=-2.0, high=2.0)),
-        *(
-            TaskSpec(
-                f'babyai_{level.lower()}',
-                observation=_BABYAI_OBSERVATION,
-                action=DiscreteField('action', (), num_values=7),
-            )
-            for level in _BABYAI_LEVELS
-        ),
-    )
+  spec.name: spec
+  for spec in (
+    _classic('cartpole', 4, DiscreteField('action', (), num_values=2)),
+    _classic('acrobot', 6, DiscreteField('action', (), num_values=3)),
+    _classic('mountaincar', 2, DiscreteField('action', (), num_values=3)),
+    # Pendulum's torque lies in [-2, 2]: mapped linearly onto the bins, no mu-law.
+    _classic('pendulum', 3, ContinuousField('action', (1,), mu_law=False, low=-2.0, high=2.0)),
+    *(
+      TaskSpec(
+        f'babyai_{level.lower()}',
+        observation=_BABYAI_OBSERVATION,
+        action=DiscreteField('action', (), num_values=7),
+      )
+      for level in _BABYAI_LEVELS
+    ),
+  )
 }
 
 # Gymnasium ids of the tasks that roll out in a real environment here; 'module:' imports the
 # package that registers the id.
 ENV_IDS: dict[str, str] = {
-    'cartpole': 'CartPole-v1',
-    'acrobot': 'Acrobot-v1',
-    'mountaincar': 'MountainCar-v0',
-    'pendulum': 'Pendulum-v1',
-    **{f'babyai_{level.lower()}': f'minigrid:BabyAI-{level}-v0' for level in _BABYAI_LEVELS},
+  'cartpole': 'CartPole-v1',
+  'acrobot': 'Acrobot-v1',
+  'mountaincar': 'MountainCar-v0',
+  'pendulum': 'Pendulum-v1',
+  **{f'babyai_{level.lower()}': f'minigrid:BabyAI-{level}-v0' for level in _BABYAI_LEVELS},
 }
 
 

@@ -1,0 +1,32 @@
+"""Shared test set-up: 8 fake CPU devices (as `make test` exports) and offline vocabularies."""
+
+import os
+
+# Before anything imports jax: sharding tests need a multi-device mesh on a CPU machine.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+_COLORS = ('red', 'green', 'blue', 'purple', 'yellow', 'grey')
+_OBJECTS = ('ball', 'box', 'key', 'door')
+_VERBS = ('go to', 'pick up', 'open', 'put next to')
+
+
+@pytest.fixture(scope='session')
+def byte_vocabulary():
+  import seqio
+
+  return seqio.ByteVocabulary()
+
+
+@pytest.fixture(scope='session')
+def sentencepiece_vocabulary(tmp_path_factory):
+  """A small SentencePiece model trained here on BabyAI-style missions (nothing downloaded)."""
+  import seqio
+
+  from data_pipelines.sentencepiece_model import train_sentencepiece
+
+  texts = [f'{v} the {c} {o}' for v in _VERBS for c in _COLORS for o in _OBJECTS] * 3
+  path = train_sentencepiece(texts, str(tmp_path_factory.mktemp('spm') / 'missions'), 64)
+  return seqio.SentencePieceVocabulary(path)
