@@ -1,7 +1,7 @@
 """The CPU demo: tiny data from real environments, tokenized the way Gato trains on it.
 
   python -m data_pipelines.inspect_tokens --config=configs/demo.py
-  python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.episodes=3
+  python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,pendulum
 
 This config grows with the project: model, mixture and training sections join it as the
 trainer and the evaluator land.
@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Byte-level text keeps the demo offline; 512 leaves room for a locally trained model.
   config.tokenizer = common.tokenizer_config(text_vocab_size=512, vocabulary='byte')
-  config.tasks = ('cartpole', 'babyai_gotoredball')  # Names from gato_jax/envs/specs.py.
+  config.tasks = 'cartpole,babyai_gotoredball'  # Comma-separated names from gato_jax/envs/specs.py.
   config.episodes = 2  # Episodes rolled out per task by the token inspector.
   config.seed = 0  # Seeds the environments, so the demo prints the same tokens every run.
   return config
