@@ -75,11 +75,8 @@ def describe_timestep(
   return '\n'.join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+def run(config: Any) -> None:
+  """Rolls out `config.episodes` per task in `config.tasks` and prints what they became."""
   layout = tok.layout_from_config(config)
   vocabulary = tok.vocabulary_from_config(config)
   tasks = [t.strip() for t in config.tasks.split(',') if t.strip()]
@@ -121,6 +118,13 @@ def main(argv: Sequence[str]) -> None:
       )
   print()
   print(tables.format_table(rows))
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+  run(_CONFIG.value)
 
 
 if __name__ == '__main__':
