@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/tokenize.py
+	$(PY) -m benchmarks.tokenize
 
 clean:
 	rm -rf $(VENV) build *.egg-info
