@@ -397,6 +397,89 @@ class TaskSpec:
   def action_kind(self) -> str:
     return 'discrete' if isinstance(self.action, DiscreteField) else 'continuous'
 
+  def check_steps(
+    self, observations: Mapping[str, Any], actions: Any
+  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Validates T timesteps (every field with a leading time axis) against the spec.
+
+    Returns the observation fields and actions as checked numpy arrays (strings as an
+    object array). Raises ValueError naming the task, the field and, for values, the step
+    and index: the dataset writer, the pipeline and the evaluator all reject bad data here,
+    and nothing is clipped or dropped unless the spec says so.
+    """
+    observations = flatten_observation(observations)
+    expected = {f.name for f in self.observation}
+    missing, unexpected = expected - observations.keys(), observations.keys() - expected
+    if missing:
+      raise self._error(sorted(missing)[0], f'missing from the observation ({sorted(missing)})')
+    if unexpected:
+      raise self._error(sorted(unexpected)[0], f'not in the task spec ({sorted(unexpected)})')
+    actions = np.asarray(actions)
+    if actions.ndim == 0:
+      raise self._error('action', 'needs a leading time axis')
+    num_steps = actions.shape[0]
+    checked = {f.name: self._check(f, observations[f.name], num_steps) for f in self.observation}
+    return checked, self._check(self.action, actions, num_steps)
+
+  def _error(self, field: str, message: str) -> ValueError:
+    return ValueError(f'task {self.name!r}, field {field!r}: {message}')
+
+  @staticmethod
+  def _where(bad: np.ndarray) -> str:
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f'step {index[0]}, index {index[1:]}'
+
+  def _check(self, f: Field, value: Any, num_steps: int) -> np.ndarray:
+    value = np.asarray(value, dtype=object if isinstance(f, TextField) else None)
+    if isinstance(f, TextField):
+      if value.shape != (num_steps,):
+        raise self._error(f.name, f'expected one string per step, got shape {value.shape[1:]}')
+      for t, text in enumerate(value):
+        if isinstance(text, bytes):
+          value[t] = text.decode('utf-8')
+        elif not isinstance(text, str):
+          raise self._error(f.name, f'expected a string at step {t}, got {type(text).__name__}')
+      return value
+    if isinstance(f, ImageField):
+      if value.ndim != 4:
+        raise self._error(f.name, f'expected a rank-3 image [H, W, 3], got rank {value.ndim - 1}')
+      if value.dtype != np.uint8:
+        raise self._error(f.name, f'expected uint8 pixels, got {value.dtype}')
+    elif isinstance(f, DiscreteField):
+      if value.dtype == np.bool_:
+        value = value.astype(np.int32)
+      if not np.issubdtype(value.dtype, np.integer):
+        raise self._error(f.name, f'discrete values must be integers, got dtype {value.dtype}')
+    elif not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+      raise self._error(f.name, f'continuous values must be numbers, got dtype {value.dtype}')
+    shape = f.shape
+    if value.shape != (num_steps, *shape):
+      raise self._error(
+        f.name,
+        f'expected shape {shape} per step for {num_steps} steps, got {value.shape[1:]} '
+        f'for {value.shape[0] if value.ndim else 0} steps',
+      )
+    if isinstance(f, DiscreteField):
+      bad = (value < 0) | (value >= f.num_values)
+      if bad.any():
+        raise self._error(
+          f.name, f'value {value[bad][0]} at {self._where(bad)} is outside [0, {f.num_values})'
+        )
+    elif isinstance(f, ContinuousField):
+      value = value.astype(np.float32)
+      bad = ~np.isfinite(value)
+      if bad.any():
+        raise self._error(f.name, f'non-finite value {value[bad][0]} at {self._where(bad)}')
+      if not f.saturate:
+        bad = np.abs(f.to_unit(value)) > f.bound * (1 + 1e-6)
+        if bad.any():
+          raise self._error(
+            f.name,
+            f'value {value[bad][0]} at {self._where(bad)} is beyond what the bins represent '
+            f'({f.range_text}); set saturate=True in the spec to let it take the edge bin',
+          )
+    return value
+
   def tokenizer(self, layout: TokenLayout, vocabulary: Any = None) -> TaskTokenizer:
     """Binds this spec to the run's token layout and text vocabulary."""
     return TaskTokenizer(self, layout, vocabulary)
@@ -434,47 +517,36 @@ class TaskTokenizer:
   def tokenize_steps(self, observations: Mapping[str, Any], actions: Any) -> TokenizedSteps:
     """T timesteps at once: every field is an array with a leading time axis.
 
-    Raises ValueError naming the task, the field and the step on any value the spec
-    cannot represent; nothing is clipped or dropped unless the spec says so.
+    Values are validated by `TaskSpec.check_steps` first, which names the task, the
+    field and the step of anything the spec cannot represent.
     """
     spec, layout = self.spec, self.layout
-    observations = flatten_observation(observations)
-    expected = {f.name for f in spec.observation}
-    missing, unexpected = expected - observations.keys(), observations.keys() - expected
-    if missing:
-      raise self._error(sorted(missing)[0], f'missing from the observation ({sorted(missing)})')
-    if unexpected:
-      raise self._error(sorted(unexpected)[0], f'not in the task spec ({sorted(unexpected)})')
-    actions = np.asarray(actions)
-    if actions.ndim == 0:
-      raise self._error('action', 'needs a leading time axis')
+    observations, actions = spec.check_steps(observations, actions)
     num_steps = actions.shape[0]
-
     tokens, kinds, patches, patch_positions = [], [], [], []
     for f in spec.observation:
       value = observations[f.name]
       if isinstance(f, TextField):
-        tok, kind = self._encode_text(f, value, num_steps), TokenKind.OBSERVATION_TEXT
+        tok, kind = self._encode_text(f, value), TokenKind.OBSERVATION_TEXT
       elif isinstance(f, ImageField):
-        patches.append(patchify(self._check_image(f, value, num_steps)))
+        patches.append(patchify(value))
         intervals = patch_position_intervals(f.height, f.width)
         patch_positions.append(np.broadcast_to(intervals, (num_steps, *intervals.shape)))
         tok = np.full((num_steps, f.num_tokens), layout.image_placeholder, np.int32)
         kind = TokenKind.IMAGE
       elif isinstance(f, DiscreteField):
-        tok, kind = self._encode_discrete(f, value, num_steps), TokenKind.OBSERVATION_DISCRETE
+        tok, kind = self._encode_discrete(value), TokenKind.OBSERVATION_DISCRETE
       else:
-        tok, kind = self._encode_continuous(f, value, num_steps), TokenKind.OBSERVATION_CONTINUOUS
+        tok, kind = self._encode_continuous(f, value), TokenKind.OBSERVATION_CONTINUOUS
       tokens.append(tok)
       kinds.append(np.full(tok.shape, kind, np.int8))
 
     tokens.append(np.full((num_steps, 1), layout.separator, np.int32))
     kinds.append(np.full((num_steps, 1), TokenKind.SEPARATOR, np.int8))
     if isinstance(spec.action, DiscreteField):
-      act, kind = self._encode_discrete(spec.action, actions, num_steps), TokenKind.ACTION_DISCRETE
+      act, kind = self._encode_discrete(actions), TokenKind.ACTION_DISCRETE
     else:
-      act = self._encode_continuous(spec.action, actions, num_steps)
-      kind = TokenKind.ACTION_CONTINUOUS
+      act, kind = self._encode_continuous(spec.action, actions), TokenKind.ACTION_CONTINUOUS
     tokens.append(act)
     kinds.append(np.full(act.shape, kind, np.int8))
 
@@ -506,7 +578,7 @@ class TaskTokenizer:
     spec, layout = self.spec, self.layout
     tokens = np.asarray(tokens)
     if tokens.shape != (spec.action_tokens,):
-      raise self._error(
+      raise spec._error(
         'action', f'expected {spec.action_tokens} action tokens, got shape {tokens.shape}'
       )
     a = spec.action
@@ -514,7 +586,7 @@ class TaskTokenizer:
       values = tokens.astype(np.int64) - layout.discrete_offset
       bad = (values < 0) | (values >= a.num_values)
       if bad.any():
-        raise self._error(
+        raise spec._error(
           'action',
           f'token {tokens[bad][0]} is not a discrete action token: allowed ids are '
           f'[{layout.discrete_offset}, {layout.discrete_offset + a.num_values})',
@@ -523,90 +595,28 @@ class TaskTokenizer:
     try:
       y = tokens_to_continuous(tokens, layout.continuous_offset, mu_law=a.mu_law)
     except ValueError as e:
-      raise self._error('action', str(e)) from None
+      raise spec._error('action', str(e)) from None
     return a.from_unit(y).reshape(a.shape)
 
-  # -- checks and per-kind encoders, vectorized over time ----------------------------------
+  # -- per-kind encoders of checked values, vectorized over time ---------------------------
 
-  def _error(self, field: str, message: str) -> ValueError:
-    return ValueError(f'task {self.spec.name!r}, field {field!r}: {message}')
+  def _encode_discrete(self, value: np.ndarray) -> np.ndarray:
+    return value.reshape(len(value), -1).astype(np.int32) + np.int32(self.layout.discrete_offset)
 
-  def _check_shape(self, f: Field, value: np.ndarray, num_steps: int, shape: tuple[int, ...]):
-    if value.shape != (num_steps, *shape):
-      raise self._error(
-        f.name,
-        f'expected shape {shape} per step for {num_steps} steps, got {value.shape[1:]} '
-        f'for {value.shape[0] if value.ndim else 0} steps',
-      )
+  def _encode_continuous(self, f: ContinuousField, value: np.ndarray) -> np.ndarray:
+    unit = f.to_unit(value).reshape(len(value), -1)
+    return continuous_to_tokens(unit, self.layout.continuous_offset, f.mu_law)
 
-  @staticmethod
-  def _where(bad: np.ndarray) -> str:
-    index = tuple(int(i) for i in np.argwhere(bad)[0])
-    return f'step {index[0]}, index {index[1:]}'
-
-  def _check_image(self, f: ImageField, value: Any, num_steps: int) -> np.ndarray:
-    value = np.asarray(value)
-    if value.ndim != 4:
-      raise self._error(f.name, f'expected a rank-3 image [H, W, 3], got rank {value.ndim - 1}')
-    if value.dtype != np.uint8:
-      raise self._error(f.name, f'expected uint8 pixels, got {value.dtype}')
-    self._check_shape(f, value, num_steps, f.shape)
-    return value
-
-  def _encode_discrete(self, f: DiscreteField, value: Any, num_steps: int) -> np.ndarray:
-    value = np.asarray(value)
-    if value.dtype == np.bool_:
-      value = value.astype(np.int32)
-    if not np.issubdtype(value.dtype, np.integer):
-      raise self._error(f.name, f'discrete values must be integers, got dtype {value.dtype}')
-    self._check_shape(f, value, num_steps, f.shape)
-    bad = (value < 0) | (value >= f.num_values)
-    if bad.any():
-      raise self._error(
-        f.name, f'value {value[bad][0]} at {self._where(bad)} is outside [0, {f.num_values})'
-      )
-    return value.reshape(num_steps, -1).astype(np.int32) + np.int32(self.layout.discrete_offset)
-
-  def _encode_continuous(self, f: ContinuousField, value: Any, num_steps: int) -> np.ndarray:
-    value = np.asarray(value)
-    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-      raise self._error(f.name, f'continuous values must be numbers, got dtype {value.dtype}')
-    self._check_shape(f, value, num_steps, f.shape)
-    value = value.astype(np.float32)
-    bad = ~np.isfinite(value)
-    if bad.any():
-      raise self._error(f.name, f'non-finite value {value[bad][0]} at {self._where(bad)}')
-    unit = f.to_unit(value)
-    if not f.saturate:
-      bad = np.abs(unit) > f.bound * (1 + 1e-6)
-      if bad.any():
-        raise self._error(
-          f.name,
-          f'value {value[bad][0]} at {self._where(bad)} is beyond what the bins represent '
-          f'({f.range_text}); set saturate=True in the spec to let it take the edge bin',
-        )
-    return continuous_to_tokens(
-      unit.reshape(num_steps, -1), self.layout.continuous_offset, f.mu_law
-    )
-
-  def _encode_text(self, f: TextField, value: Any, num_steps: int) -> np.ndarray:
-    vocabulary = self.vocabulary
-    value = np.asarray(value, dtype=object)
-    if value.shape != (num_steps,):
-      raise self._error(f.name, f'expected one string per step, got shape {value.shape[1:]}')
-    out = np.full((num_steps, f.max_tokens), vocabulary.pad_id, np.int32)
+  def _encode_text(self, f: TextField, value: np.ndarray) -> np.ndarray:
+    out = np.full((len(value), f.max_tokens), self.vocabulary.pad_id, np.int32)
     cache: dict[str, list[int]] = {}  # A mission repeats at every step of its episode.
     for t, text in enumerate(value):
-      if isinstance(text, bytes):
-        text = text.decode('utf-8')
-      if not isinstance(text, str):
-        raise self._error(f.name, f'expected a string at step {t}, got {type(text).__name__}')
       ids = cache.get(text)
       if ids is None:
-        ids = cache[text] = list(vocabulary.encode(text))
+        ids = cache[text] = list(self.vocabulary.encode(text))
       if len(ids) > f.max_tokens:
         if not f.truncate:
-          raise self._error(
+          raise self.spec._error(
             f.name,
             f'text at step {t} has {len(ids)} tokens, more than max_tokens={f.max_tokens} '
             f'(set truncate=True in the spec to cut it): {text!r}',

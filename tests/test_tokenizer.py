@@ -269,8 +269,8 @@ def test_sentencepiece_text_field(sentencepiece_vocabulary):
 # -- bad input: ValueError naming the task and the field ----------------------------------
 
 
-def _simple_task(vocabulary=None):
-  spec = tok.TaskSpec(
+def _simple_spec():
+  return tok.TaskSpec(
     'robot',
     observation=[
       tok.ContinuousField('joints', (3,)),
@@ -280,7 +280,10 @@ def _simple_task(vocabulary=None):
     ],
     action=tok.ContinuousField('action', (2,), mu_law=False),
   )
-  return spec.tokenizer(tok.TokenLayout(300), vocabulary)
+
+
+def _simple_task(vocabulary=None):
+  return _simple_spec().tokenizer(tok.TokenLayout(300), vocabulary)
 
 
 def _good_observation():
@@ -379,3 +382,14 @@ def test_vocabulary_must_fit_below_the_text_range(byte_vocabulary):
     spec.tokenizer(tok.TokenLayout(100), byte_vocabulary)
   with pytest.raises(ValueError, match='has text fields but no vocabulary'):
     spec.tokenizer(tok.TokenLayout(300))
+
+
+def test_check_steps_validates_without_a_vocabulary():
+  # The dataset writer checks episodes before it has any vocabulary.
+  spec = _simple_spec()
+  observations = {k: np.asarray(v)[None] for k, v in _good_observation().items()}
+  checked, actions = spec.check_steps(observations, np.zeros((1, 2)))
+  assert checked['mission'].tolist() == ['go'] and actions.dtype == np.float32
+  observations['joints'] = np.array([[0.0, 1.0, np.nan]])
+  with pytest.raises(ValueError, match=r"task 'robot', field 'joints': non-finite .* step 0"):
+    spec.check_steps(observations, np.zeros((1, 2)))
