@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 from tensorflow_datasets.rlds import rlds_base
@@ -158,7 +159,14 @@ def rollout(task: str, policy: str, seed: int, max_steps: int | None = None) -> 
       actions.append(np.asarray(action))
       rewards.append(reward)
   except Exception as e:
-    raise ValueError(f'env {env_id} (task {task!r}), seed {seed}, step {len(actions)}: {e}') from e
+    # A policy or env that trips over a malformed observation: name what is malformed.
+    cause: Exception = e
+    try:
+      spec.check_observations({k: np.asarray(v)[None] for k, v in observation.items()}, 1)
+    except ValueError as bad:
+      cause = bad
+    where = f'env {env_id} (task {task!r}), seed {seed}, step {len(actions)}'
+    raise ValueError(f'{where}: {cause}') from e
   finally:
     env.close()
   if not actions:
@@ -263,13 +271,13 @@ def dataset_dir(task: str, data_dir: str) -> str:
 def load(task: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """A generated dataset, read from its directory alone (its features are stored there)."""
   path = dataset_dir(task, data_dir)
-  try:
-    return tfds.builder_from_directory(path)
-  except (FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+  # TFDS writes dataset_info.json last, after renaming the finished directory into place.
+  if not tf.io.gfile.exists(f'{path}/dataset_info.json'):
     raise FileNotFoundError(
       f'no dataset for task {task!r} at {path}; generate it with '
       f'python -m data_pipelines.generate --task={task} --data_dir={data_dir}'
-    ) from e
+    )
+  return tfds.builder_from_directory(path)
 
 
 def read_episodes(task: str, data_dir: str, split: str = 'train') -> Iterator[Episode]:

@@ -407,6 +407,16 @@ class TaskSpec:
     and index: the dataset writer, the pipeline and the evaluator all reject bad data here,
     and nothing is clipped or dropped unless the spec says so.
     """
+    actions = np.asarray(actions)
+    if actions.ndim == 0:
+      raise self._error('action', 'needs a leading time axis')
+    checked = self.check_observations(observations, actions.shape[0])
+    return checked, self._check(self.action, actions, actions.shape[0])
+
+  def check_observations(
+    self, observations: Mapping[str, Any], num_steps: int
+  ) -> dict[str, np.ndarray]:
+    """The observation half of `check_steps`, for callers that have no actions yet."""
     observations = flatten_observation(observations)
     expected = {f.name for f in self.observation}
     missing, unexpected = expected - observations.keys(), observations.keys() - expected
@@ -414,12 +424,7 @@ class TaskSpec:
       raise self._error(sorted(missing)[0], f'missing from the observation ({sorted(missing)})')
     if unexpected:
       raise self._error(sorted(unexpected)[0], f'not in the task spec ({sorted(unexpected)})')
-    actions = np.asarray(actions)
-    if actions.ndim == 0:
-      raise self._error('action', 'needs a leading time axis')
-    num_steps = actions.shape[0]
-    checked = {f.name: self._check(f, observations[f.name], num_steps) for f in self.observation}
-    return checked, self._check(self.action, actions, num_steps)
+    return {f.name: self._check(f, observations[f.name], num_steps) for f in self.observation}
 
   def _error(self, field: str, message: str) -> ValueError:
     return ValueError(f'task {self.name!r}, field {field!r}: {message}')
