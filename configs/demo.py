@@ -2,6 +2,7 @@
 
   python -m data_pipelines.inspect_tokens --config=configs/demo.py
   python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,pendulum
+  python -m gato_jax.model.summary --config=configs/demo.py
 
 This config grows with the project: model, mixture and training sections join it as the
 trainer and the evaluator land.
@@ -9,7 +10,7 @@ trainer and the evaluator land.
 
 import ml_collections
 
-from configs import common
+from configs import common, models
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -19,4 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.tasks = 'cartpole,babyai_gotoredball'  # Comma-separated names from gato_jax/envs/specs.py.
   config.episodes = 2  # Episodes rolled out per task by the token inspector.
   config.seed = 0  # Seeds the environments, so the demo prints the same tokens every run.
+  config.model = models.model_config('demo')  # About 1M parameters (configs/models.py).
+  config.mesh = common.mesh_config()  # All devices on 'data'; --config.mesh.fsdp=2 etc.
+  config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
   return config

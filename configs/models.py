@@ -1,0 +1,41 @@
+"""Model sizes: the paper's three (appendix C.1) and a tiny one for the CPU demo and tests.
+
+Every option of `config.model` is defined, with its comment, in `model_config` below;
+gato_jax/model/gato.py validates them at start-up.
+"""
+
+import ml_collections
+
+# name: (layers, d_model, heads, FF hidden, key/value size), Reed et al. 2022, table in C.1.
+SIZES = {
+    '79m': (8, 768, 24, 3072, 32),
+    '364m': (12, 1536, 12, 6144, 128),
+    '1b2': (24, 2048, 16, 8192, 128),
+    'demo': (2, 128, 4, 512, 32),  # About 1M parameters: trains on a 2-core CPU.
+}
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+  """`config.model` for one of SIZES."""
+  if size not in SIZES:
+    raise ValueError(f'model size must be one of {sorted(SIZES)}, got {size!r}')
+  layers, d_model, heads, mlp_dim, head_dim = SIZES[size]
+  paper = size != 'demo'
+  return ml_collections.ConfigDict({
+      'num_layers': layers,  # Transformer blocks.
+      'd_model': d_model,  # Width of the residual stream and of every embedding.
+      'num_heads': heads,  # Attention heads.
+      'head_dim': head_dim,  # Key/value size per head (the paper's "key/value size").
+      'mlp_dim': mlp_dim,  # Hidden width of each block's feed-forward layer.
+      'max_length': 1024 if paper else 256,  # Context length L; also the KV cache's default.
+      'dropout_rate': 0.1 if paper else 0.0,  # Embedding and residual dropout while training.
+      'local_positions': 512 if paper else 128,  # Rows of the local observation position table.
+      'resnet_channels': 32 if paper else 8,  # Channels of the per-patch ResNet block.
+      'resnet_groups': 8 if paper else 4,  # GroupNorm groups in that block.
+      'vocab_multiple': 128,  # Token table rows round up to this; the extra logits are masked.
+      'dtype': 'bfloat16' if paper else 'float32',  # Compute dtype: 'bfloat16' or 'float32'.
+      'param_dtype': 'float32',  # Storage dtype of the parameters.
+      'remat': 'minimal' if paper else 'none',  # 'none', 'minimal' (keep matmuls) or 'full'.
+      'scan_layers': True,  # Scan the stack (fast compiles) or unroll it; same parameters.
+      'attention': 'xla',  # jax.nn.dot_product_attention implementation: 'xla' or 'cudnn'.
+  })

@@ -1,0 +1,126 @@
+"""Gato: the embedder, the decoder stack and the tied output layer, built from config.
+
+The output layer reuses the token table (tied embeddings). The table has
+`vocab_rows = vocab_size` rounded up to a multiple of `model.vocab_multiple` (128 by
+default: whole TPU lanes, and a size every `tensor` mesh axis up to 128 divides); the
+logits of the padding rows are set to -1e9, so no loss or sampling ever picks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from gato_jax import sharding, tokenizer
+from gato_jax.model.embedding import Embedder
+from gato_jax.model.transformer import (
+    ATTENTION_IMPLEMENTATIONS,
+    REMAT_POLICIES,
+    DecoderStack,
+    StackOptions,
+)
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+PADDED_LOGIT = -1e9  # Finite, so that 0 * logit never makes a NaN.
+
+Cache = dict[str, jax.Array]
+
+
+def validate_config(model: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad `model.*` key; run once at start-up."""
+  positive = ('num_layers', 'd_model', 'num_heads', 'head_dim', 'mlp_dim', 'local_positions',
+              'resnet_channels', 'resnet_groups', 'vocab_multiple', 'max_length')
+  for key in positive:
+    value = model.get(key)
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f'config key model.{key} must be a positive int, got {value!r}')
+  if not 0.0 <= model.dropout_rate < 1.0:
+    raise ValueError(f'config key model.dropout_rate must be in [0, 1), got {model.dropout_rate}')
+  choices = {'dtype': DTYPES, 'param_dtype': DTYPES, 'remat': REMAT_POLICIES,
+             'attention': ATTENTION_IMPLEMENTATIONS}
+  for key, allowed in choices.items():
+    if model.get(key) not in allowed:
+      raise ValueError(f'config key model.{key} must be one of {sorted(allowed)}, '
+                       f'got {model.get(key)!r}')
+  if not isinstance(model.scan_layers, bool):
+    raise ValueError(f'config key model.scan_layers must be a bool, got {model.scan_layers!r}')
+  if model.resnet_channels % model.resnet_groups:
+    raise ValueError(f'config key model.resnet_channels ({model.resnet_channels}) must be a '
+                     f'multiple of model.resnet_groups ({model.resnet_groups})')
+
+
+class Gato(nnx.Module):
+  """Next-token logits over the whole vocabulary for a batch of mixed-modality sequences."""
+
+  def __init__(self, model: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs):
+    validate_config(model)
+    self.vocab_size = vocab_size
+    self.vocab_rows = -(-vocab_size // model.vocab_multiple) * model.vocab_multiple
+    self.max_length = model.max_length
+    self.options = StackOptions(
+        dtype=DTYPES[model.dtype], attention=model.attention, remat=model.remat,
+        scan_layers=model.scan_layers)
+    param_dtype = DTYPES[model.param_dtype]
+    self.embedder = Embedder(self.vocab_rows, model.d_model, model.local_positions,
+                             model.resnet_channels, model.resnet_groups, rngs, param_dtype)
+    self.dropout = nnx.Dropout(model.dropout_rate)
+    self.stack = DecoderStack(model.num_layers, model.d_model, model.num_heads, model.head_dim,
+                              model.mlp_dim, model.dropout_rate, rngs, param_dtype)
+
+  def __call__(self, batch: dict[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    """float32 logits [B, L, vocab_rows]; logits at t predict tokens[t + 1].
+
+    `key` turns on training behaviour (dropout, sampled patch positions); without it the
+    model is deterministic, as in evaluation.
+    """
+    return self.forward(batch, key=key)[0]
+
+  def forward(
+      self,
+      batch: dict[str, jax.Array],
+      *,
+      key: jax.Array | None = None,
+      cache: Cache | None = None,
+  ) -> tuple[jax.Array, Cache | None]:
+    """With a cache (see decode.py), appends the batch's tokens after the cached ones."""
+    keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
+    dtype = self.options.dtype
+    x = self.embedder(batch, dtype, keys[0])
+    x = self.dropout(x, deterministic=key is None, rngs=keys[1])
+    if cache is None:
+      x, _ = self.stack(x, self.options, keys[2])
+    else:
+      index, length = cache['index'], batch['tokens'].shape[1]
+      valid = jax.lax.dynamic_update_slice(
+          cache['valid'], batch['kinds'] != tokenizer.TokenKind.PAD, (0, index))
+      query = index + jnp.arange(length)
+      slots = jnp.arange(valid.shape[1])
+      # Causal over cache slots; padding slots hidden, except from themselves, so that no
+      # row of the mask is empty (left-padded prompts in a batch of different lengths).
+      mask = (slots[None, :] <= query[:, None]) & valid[:, None, None, :]
+      mask = mask | (slots[None, :] == query[:, None])
+      kv = (cache['k'], cache['v'])
+      x, kv = self.stack(x, self.options, keys[2], kv, index, mask)
+      cache = {'k': kv[0], 'v': kv[1], 'index': index + length, 'valid': valid}
+    return self.logits(x), cache
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    table = self.embedder.tokens[...].astype(x.dtype)
+    logits = jnp.einsum('bld,vd->blv', x, table, preferred_element_type=jnp.float32)
+    real = jnp.arange(self.vocab_rows) < self.vocab_size
+    logits = jnp.where(real, logits, PADDED_LOGIT)
+    return sharding.constrain(logits, ('batch', 'length', 'vocab'))
+
+
+def from_config(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Gato:
+  """The model a run's config describes: `config.model`, vocabulary from `config.tokenizer`."""
+  layout = tokenizer.layout_from_config(config)
+  return Gato(config.model, layout.vocab_size, rngs)
+
+
+def count_params(model: Any) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
