@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.tokenize
+	$(PY) -m benchmarks.model --config=configs/demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
