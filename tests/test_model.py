@@ -216,3 +216,19 @@ def test_loss_ignores_logits_at_non_target_positions():
   logits[0, 3] = 7.0  # The last position has no target.
   loss2, _ = next_token_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(kinds))
   assert float(loss) == float(loss2) == pytest.approx(np.log(8))
+
+
+def test_a_task_longer_than_the_local_position_table_is_refused():
+  from configs import models
+  from gato_jax.model import check_task_fits
+
+  model_config = models.model_config('demo')
+  small = tokenizer.TaskSpec(
+    'small', [tokenizer.DiscreteField('x', (10,))], tokenizer.DiscreteField('action')
+  )
+  check_task_fits(small, model_config)  # 2 + 10 rows fit in the demo's table.
+  big = tokenizer.TaskSpec(
+    'big', [tokenizer.DiscreteField('x', (200,))], tokenizer.DiscreteField('action')
+  )
+  with pytest.raises(ValueError, match=r"task 'big' .* model.local_positions >= 202"):
+    check_task_fits(big, model_config)

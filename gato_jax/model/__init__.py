@@ -18,6 +18,6 @@ and the token table's row elsewhere, plus the local position embedding where
 local_positions > 0. Logits at t predict tokens[t + 1] (loss.next_token_loss).
 """
 
-from gato_jax.model.gato import Gato, count_params, from_config, validate_config
+from gato_jax.model.gato import Gato, check_task_fits, count_params, from_config, validate_config
 
-__all__ = ['Gato', 'count_params', 'from_config', 'validate_config']
+__all__ = ['Gato', 'check_task_fits', 'count_params', 'from_config', 'validate_config']

@@ -128,8 +128,8 @@ class Embedder(nnx.Module):
              + jnp.take(self.patch_cols[...], buckets[..., 1], axis=0).astype(dtype))
     x = jnp.where((kinds == tokenizer.TokenKind.IMAGE)[..., None], image, x)
 
-    # Positions past the table's end clip to its last row; size the table (config key
-    # model.local_positions) above the longest observation of any task.
+    # jit cannot raise on a position past the table's end (it would clip to the last row):
+    # model.check_task_fits refuses such tasks before their data gets here.
     local = batch['local_positions']
     local_emb = jnp.take(self.local_positions[...], local, axis=0, mode='clip').astype(dtype)
     x = x + jnp.where((local > tokenizer.LOCAL_POSITION_NONE)[..., None], local_emb, 0)

@@ -53,6 +53,20 @@ def validate_config(model: ml_collections.ConfigDict) -> None:
                      f'multiple of model.resnet_groups ({model.resnet_groups})')
 
 
+def check_task_fits(spec: tokenizer.TaskSpec, model: ml_collections.ConfigDict) -> None:
+  """Raises if a task's observation has more tokens than the local position table has rows.
+
+  Inside jit an index past the table would silently reuse its last row, so the pipeline and
+  the evaluator call this for every task before any of its data reaches the model.
+  """
+  needed = tokenizer.FIRST_OBSERVATION_POSITION + spec.observation_tokens
+  if needed > model.local_positions:
+    raise ValueError(
+        f'task {spec.name!r} has {spec.observation_tokens} observation tokens per timestep, '
+        f'which needs config key model.local_positions >= {needed} '
+        f'(it is {model.local_positions})')
+
+
 class Gato(nnx.Module):
   """Next-token logits over the whole vocabulary for a batch of mixed-modality sequences."""
 
