@@ -15,43 +15,33 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from absl import app
 from ml_collections import config_flags
 
-from gato_jax import tables
+from gato_jax import envs, tables
 from gato_jax import tokenizer as tok
-from gato_jax.envs import experts, specs
+from gato_jax.envs import specs
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
-
-
-def to_observation(task: str, observation: Any) -> dict[str, Any]:
-  """The env's observation in the TaskSpec's field names."""
-  if task.startswith('babyai_'):
-    return {k: observation[k] for k in ('mission', 'image', 'direction')}
-  return {'state': observation}
+_CONFIG: Any = None  # The --config flag, defined only when run as a script (see the end).
 
 
-def rollout(task: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-  """One episode with the task's expert, or uniformly random actions for tasks without one.
+def rollout(
+  task: str, seed: int, kind: str = 'expert', max_steps: int | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+  """One episode of `kind` ('expert' or 'random'), cut after `max_steps` if given.
 
   Returns the stacked observations, the actions and the episode return.
   """
-  env = gym.make(specs.ENV_IDS[task])
+  env = envs.make_env(task, seed)
   try:
     observation, _ = env.reset(seed=seed)
-    if experts.has_expert(task):
-      policy = experts.make_expert(task, env)
-    else:
-      env.action_space.seed(seed)
-      policy = lambda _: env.action_space.sample()  # noqa: E731
+    policy = envs.make_policy(task, env, kind, seed)
     steps, actions, total = [], [], 0.0
     done = False
-    while not done:
+    while not done and (max_steps is None or len(actions) < max_steps):
       action = policy(observation)
-      steps.append(to_observation(task, observation))
+      steps.append(observation)
       actions.append(action)
       observation, reward, terminated, truncated, _ = env.step(action)
       total += float(reward)
@@ -89,8 +79,6 @@ def run(config: Any) -> None:
   rows = []
   for task in tasks:
     spec = specs.get_spec(task)
-    if task not in specs.ENV_IDS:
-      raise ValueError(f'config key tasks: task {task!r} has no environment to roll out')
     task_tokenizer = spec.tokenizer(layout, vocabulary)
     for episode in range(config.episodes):
       seed = config.seed + episode
@@ -107,7 +95,7 @@ def run(config: Any) -> None:
       rows.append(
         {
           'task': task,
-          'policy': 'expert' if experts.has_expert(task) else 'random',
+          'policy': 'expert',
           'seed': seed,
           'steps': len(actions),
           'return': episode_return,
@@ -128,4 +116,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  # Defined here, not at import, so that tests importing several scripts that each take
+  # --config do not register the flag twice.
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
   app.run(main)
