@@ -23,6 +23,7 @@ setuptools.setup(
     'orbax-checkpoint>=0.12.8,<0.13',
     'tensorflow>=2.21,<2.22',  # seqio and tfds run their pipelines on tf.data.
     'tensorflow-datasets>=4.9.10,<4.10',
+    'importlib_resources>=6',  # tfds needs it to build datasets but does not declare it.
     'seqio>=0.0.20,<0.0.21',
     'sentencepiece>=0.2.3,<0.3',
     'ml-collections>=1.1,<1.2',
