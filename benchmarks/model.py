@@ -23,7 +23,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
@@ -31,6 +30,7 @@ from ml_collections import config_flags
 from benchmarks import report
 from gato_jax import tokenizer
 from gato_jax.model import decode, from_config
+from gato_jax.model.batch import synthetic_batch
 from gato_jax.model.loss import next_token_loss
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Experiment config.')
@@ -59,23 +59,6 @@ def flops_per_token(config, length: int, vocab_rows: int) -> dict[str, float]:
   attention_flops = 12 * m.num_layers * length * attn_width  # QK^T and AV, fwd + bwd.
   return {'dense': 6.0 * dense_macs, 'attention': float(attention_flops),
           'total': 6.0 * dense_macs + attention_flops}
-
-
-def synthetic_batch(batch_size: int, length: int, vocab: int, seed: int = 0):
-  """A mix of text, image patches and actions, so that every embedding path runs."""
-  rng = np.random.default_rng(seed)
-  kinds = rng.choice([tokenizer.TokenKind.TEXT, tokenizer.TokenKind.IMAGE,
-                      tokenizer.TokenKind.OBSERVATION_CONTINUOUS,
-                      tokenizer.TokenKind.ACTION_CONTINUOUS], (batch_size, length))
-  image = kinds == tokenizer.TokenKind.IMAGE
-  patches = rng.integers(0, 256, (batch_size, length, 16, 16, 3), dtype=np.uint8)
-  return {
-      'tokens': rng.integers(0, vocab, (batch_size, length)).astype(np.int32),
-      'kinds': kinds.astype(np.int32),
-      'local_positions': np.where(kinds == tokenizer.TokenKind.TEXT, 0, 2).astype(np.int32),
-      'patches': np.where(image[..., None, None, None], patches, 0).astype(np.uint8),
-      'patch_positions': np.where(image[..., None], [0, 16, 32, 48], 0).astype(np.int32),
-  }
 
 
 def timed(fn, repeats: int) -> float:

@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 from configs import common, demo
 from gato_jax import sharding, tokenizer
 from gato_jax.model import from_config
+from gato_jax.model.batch import synthetic_batch
 
 RULES = common.logical_axis_rules()
 TOLERANCE = 1e-5  # float32 logits; sharded matmuls reduce partial sums in another order.
@@ -55,22 +56,6 @@ def test_constrain_is_a_no_op_outside_axis_rules():
   assert sharding.constrain(x, ('batch', 'embed')) is x
 
 
-def _batch(config, batch_size=4, length=32):
-  rng = np.random.default_rng(0)
-  vocab = tokenizer.layout_from_config(config).vocab_size
-  kinds = rng.choice([tokenizer.TokenKind.TEXT, tokenizer.TokenKind.IMAGE,
-                      tokenizer.TokenKind.ACTION_CONTINUOUS], (batch_size, length))
-  image = kinds == tokenizer.TokenKind.IMAGE
-  patches = rng.integers(0, 256, (batch_size, length, 16, 16, 3), dtype=np.uint8)
-  return {
-      'tokens': rng.integers(0, vocab, (batch_size, length)).astype(np.int32),
-      'kinds': kinds.astype(np.int32),
-      'local_positions': np.where(image, 2, 1).astype(np.int32),
-      'patches': np.where(image[..., None, None, None], patches, 0).astype(np.uint8),
-      'patch_positions': np.where(image[..., None], [16, 32, 64, 80], 0).astype(np.int32),
-  }
-
-
 @pytest.fixture(scope='module')
 def setup():
   config = demo.get_config()
@@ -98,7 +83,7 @@ def test_large_matrices_are_split_across_the_mesh(setup):
 
 def test_sharded_forward_equals_the_single_device_forward(setup):
   config, mesh, sharded = setup
-  batch = _batch(config)
+  batch = synthetic_batch(4, 32, tokenizer.layout_from_config(config).vocab_size)
   single = from_config(config, nnx.Rngs(0))
   # Same weights bit for bit, so the comparison measures only the sharded computation.
   nnx.update(single, jax.device_get(nnx.state(sharded, nnx.Param)))
