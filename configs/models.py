@@ -6,6 +6,8 @@ gato_jax/model/gato.py validates them at start-up.
 
 import ml_collections
 
+from configs import common
+
 # name: (layers, d_model, heads, FF hidden, key/value size), Reed et al. 2022, table in C.1.
 SIZES = {
     '79m': (8, 768, 24, 3072, 32),
@@ -39,3 +41,14 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       'scan_layers': True,  # Scan the stack (fast compiles) or unroll it; same parameters.
       'attention': 'xla',  # jax.nn.dot_product_attention implementation: 'xla' or 'cudnn'.
   })
+
+
+def paper_config(size: str) -> ml_collections.ConfigDict:
+  """A whole experiment config for one of the paper's sizes; configs/gato_*.py return it."""
+  config = ml_collections.ConfigDict()
+  config.tokenizer = common.tokenizer_config()  # T5's 32,000 SentencePiece pieces.
+  config.model = model_config(size)  # Layers, widths and options: model_config above.
+  config.mesh = common.mesh_config()  # All devices on 'data' unless overridden.
+  config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
+  config.seed = 0  # Parameter initialization.
+  return config
