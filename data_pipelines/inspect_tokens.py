@@ -19,7 +19,8 @@ import numpy as np
 from absl import app
 from ml_collections import config_flags
 
-from gato_jax import envs, tables
+from data_pipelines import episodes
+from gato_jax import tables
 from gato_jax import tokenizer as tok
 from gato_jax.envs import specs
 
@@ -31,25 +32,12 @@ def rollout(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
   """One episode of `kind` ('expert' or 'random'), cut after `max_steps` if given.
 
-  Returns the stacked observations, the actions and the episode return.
+  The dataset generator's rollout, checks included, without RLDS's final padding step:
+  returns the stacked observations, the actions and the episode return.
   """
-  env = envs.make_env(task, seed)
-  try:
-    observation, _ = env.reset(seed=seed)
-    policy = envs.make_policy(task, env, kind, seed)
-    steps, actions, total = [], [], 0.0
-    done = False
-    while not done and (max_steps is None or len(actions) < max_steps):
-      action = policy(observation)
-      steps.append(observation)
-      actions.append(action)
-      observation, reward, terminated, truncated, _ = env.step(action)
-      total += float(reward)
-      done = terminated or truncated
-  finally:
-    env.close()
-  stacked = {k: np.stack([np.asarray(s[k]) for s in steps]) for k in steps[0]}
-  return stacked, np.asarray(actions), total
+  episode = episodes.rollout(task, kind, seed, max_steps)
+  observations = {k: v[:-1] for k, v in episode.observations.items()}
+  return observations, episode.actions[:-1], episode.episode_return
 
 
 def describe_timestep(
