@@ -17,9 +17,13 @@ METRIC_KINDS = tuple(k for k in TokenKind if k not in (TokenKind.PAD, TokenKind.
 
 
 def next_token_loss(
-    logits: jax.Array, tokens: jax.Array, kinds: jax.Array
+    logits: jax.Array, tokens: jax.Array, kinds: jax.Array, loss_mask: jax.Array | None = None
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean cross-entropy over the targets whose kind is in LOSS_KINDS, and metrics.
+
+  `loss_mask` [B, L] (the data pipeline's: 0 on prompt tokens, which condition but are not
+  targets) further restricts the targets; the kind rule applies either way, so a mask can
+  never make an observation or image token a target.
 
   logits [B, L, V] at t predict tokens[t + 1]: the last position has no target, and the
   first token is never one. Metrics: `loss`, `targets` (their count), `accuracy` over loss
@@ -31,6 +35,8 @@ def next_token_loss(
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   weights = jnp.isin(target_kinds, jnp.asarray(LOSS_KINDS, target_kinds.dtype))
+  if loss_mask is not None:
+    weights = weights & (loss_mask[:, 1:] > 0)
   weights = weights.astype(jnp.float32)
   count = weights.sum()
   loss = (nll * weights).sum() / jnp.maximum(count, 1.0)

@@ -1,0 +1,69 @@
+"""The host's training-data iterator: numpy batches out, its position saved and restored.
+
+The trainer pulls host-local batches (the model's input contract plus `loss_mask`, see
+gato_jax/data/__init__.py) and stores the iterator's position in every checkpoint, so that
+a resumed run sees exactly the batches an uninterrupted one would. The position is the
+tf.data iterator's own checkpoint (shuffle buffers, RNG states, file offsets), as in T5X:
+one file set per process, named for the process index and count, because each host reads
+its own shard.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+def state_prefix(directory: str, process_index: int, process_count: int) -> str:
+  return os.path.join(directory, f'data-{process_index}-of-{process_count}')
+
+
+class DataIterator:
+  """Iterates a batched tf.data.Dataset as dicts of numpy arrays; save/restore its position.
+
+  The pipeline may hold `tf.numpy_function` steps (tokenization runs in numpy); they are
+  pure functions of their inputs, so the checkpoint ignores them as external state.
+  """
+
+  def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1):
+    options = tf.data.Options()
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    options.deterministic = True
+    self.dataset = dataset.with_options(options)
+    self.process_index, self.process_count = process_index, process_count
+    self._iterator = iter(self.dataset)
+    self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+
+  def __iter__(self) -> DataIterator:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in next(self._iterator).items()}
+
+  @property
+  def element_spec(self) -> dict[str, Any]:
+    return self.dataset.element_spec
+
+  def save(self, directory: str) -> str:
+    """Writes this process's position under `directory`; returns the file prefix."""
+    tf.io.gfile.makedirs(directory)
+    prefix = state_prefix(directory, self.process_index, self.process_count)
+    return self._checkpoint.write(prefix)
+
+  def restore(self, directory: str) -> None:
+    """Continues from the position saved by the same process of a run of the same size.
+
+    A different process count reads different shards, so there is no position to take
+    over: that raises, and the trainer decides (it restarts the stream with a new seed).
+    """
+    prefix = state_prefix(directory, self.process_index, self.process_count)
+    if not tf.io.gfile.exists(prefix + '.index'):
+      found = sorted(tf.io.gfile.glob(os.path.join(directory, 'data-*.index')))
+      raise FileNotFoundError(
+        f'no data-iterator state for process {self.process_index} of {self.process_count} '
+        f'at {prefix} (found: {[os.path.basename(f) for f in found]})'
+      )
+    self._checkpoint.read(prefix).assert_consumed()
