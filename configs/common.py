@@ -51,3 +51,96 @@ def logical_axis_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]
     ('buckets', None),  # Patch row/column position buckets.
     ('local_positions', None),  # Local observation position table rows.
   )
+
+
+def optimizer_config(
+  learning_rate: float = 1e-4, warmup_steps: int = 15_000, decay_steps: int = 1_000_000
+) -> ml_collections.ConfigDict:
+  """AdamW with linear warmup and cosine decay (gato_jax/optimizer.py); paper values."""
+  return ml_collections.ConfigDict(
+    {
+      'learning_rate': learning_rate,  # Peak learning rate, reached after the warmup.
+      'final_learning_rate': learning_rate / 10,  # Cosine decay ends here (paper: 1e-5).
+      'warmup_steps': warmup_steps,  # Linear warmup from 0.
+      'decay_steps': decay_steps,  # Step at which the cosine reaches final_learning_rate.
+      'b1': 0.9,  # Adam first-moment decay.
+      'b2': 0.95,  # Adam second-moment decay.
+      'eps': 1e-8,  # Adam denominator epsilon.
+      'weight_decay': 0.1,  # Decoupled weight decay, on matrices only (not norms or biases).
+      'grad_clip_norm': 1.0,  # Clip gradients to this global norm; 0 = no clipping.
+    }
+  )
+
+
+def train_config(
+  total_steps: int, batch_size: int, checkpoint_every_steps: int, log_every_steps: int
+) -> ml_collections.ConfigDict:
+  """The trainer's top-level keys (gato_jax/train.py); merge with `config.update(...)`."""
+  return ml_collections.ConfigDict(
+    {
+      'total_steps': total_steps,  # Optimizer updates in the whole run (resumes included).
+      'batch_size': batch_size,  # Global sequences per update, over all processes.
+      'grad_accum_steps': 1,  # Micro-batches per update; batch_size must be a multiple.
+      'checkpoint_every_steps': checkpoint_every_steps,  # Also saved at the last step.
+      'keep_checkpoints': 3,  # The newest K complete checkpoints are kept.
+      'async_checkpointing': True,  # Write checkpoints in the background while training.
+      'log_every_steps': log_every_steps,  # metrics.jsonl, TensorBoard and console line.
+      # Fail at start-up if mesh.fsdp > 1 and a parameter this large is left replicated.
+      'fsdp_min_param_size': 2**16,
+      # Peak FLOP/s per device for MFU; 0 = look the device kind up (gato_jax/metrics.py).
+      'peak_flops': 0.0,
+      'optimizer': optimizer_config(),  # AdamW, warmup and cosine decay, clipping.
+    }
+  )
+
+
+def data_config(mixture: str, data_dir: str = 'data', **overrides) -> ml_collections.ConfigDict:
+  """`config.data`: the seqio mixture and how its sequences are made (gato_jax/data/)."""
+  data = ml_collections.ConfigDict(
+    {
+      'source': 'mixture',  # 'mixture' (seqio, data_pipelines/tasks.py) or 'synthetic'.
+      'mixture': mixture,  # A registered seqio mixture or task name.
+      'data_dir': data_dir,  # TFDS directory of the generated datasets (and public ones).
+      'generate_missing': False,  # Roll out missing episode datasets on first use.
+      'episodes_per_task': 20,  # Episodes generated per task when generating.
+      'random_episodes': 5,  # Random-policy episodes measuring the random return.
+      'max_episode_steps': 0,  # Cap on generated episode length; 0 keeps the env's limit.
+      'caption_examples': 2000,  # Drawn-shape captions generated when needed.
+      'min_return_fraction': 0.8,  # Keep episodes this far from random to expert return.
+      'prompt_probability': 0.25,  # Share of sequences that start with a prompt.
+      'prompt_end_probability': 0.5,  # Share of prompts taken from an episode's end.
+      'prompt_length': 0,  # Tokens a prompt may take; 0 = a quarter of model.max_length.
+      'bad_examples': 'raise',  # 'raise' or 'drop' (counted and logged) on a bad episode.
+      'episode_shuffle_buffer': 16,  # Episodes shuffled before windowing.
+      'caption_pairs': 5,  # (image, caption) pairs per captioning sequence (paper: 5).
+      'caption_image_size': 64,  # Caption images are resized to this square (x16).
+      'caption_max_tokens': 32,  # Caption text tokens kept per pair.
+      'text_files': '',  # Comma-separated local text files for gato_text_local.
+    }
+  )
+  data.update(overrides)
+  return data
+
+
+def eval_config(tasks: str = '', **overrides) -> ml_collections.ConfigDict:
+  """`config.eval`: what the evaluator (gato_jax/evaluator.py) rolls out and how it samples."""
+  evaluation = ml_collections.ConfigDict(
+    {
+      'tasks': tasks,  # Comma-separated task names; '' = the env tasks of data.mixture.
+      'episodes': 50,  # Completed episodes per task (Gato's figure 5 uses 50).
+      'batch_size': 50,  # Environments stepped together per task (one model call per step).
+      'max_steps': -1,  # Episode length cap; -1 = data.max_episode_steps, 0 = the env's limit.
+      'seed': 2_000_000,  # First env seed; far from the dataset's seeds, so levels are unseen.
+      'temperature': 1.0,  # Action-token sampling temperature; 0 = greedy.
+      'prompt_mode': 'end',  # Demonstration prompt: 'end', 'uniform' or 'none'.
+      'prompt_tokens': 0,  # Most prompt positions; 0 = as in training (data.prompt_length).
+      'prompt_episodes': 50,  # Dataset episodes read as prompt candidates.
+      'slide_to': -1,  # Positions kept when the context passes L; -1 = L // 2 (or less).
+      'use_cache': True,  # KV-cached sampling; False re-runs the whole context per token.
+      'max_failures': -1,  # Env failures tolerated per task before it errors; -1 = episodes.
+      'poll_seconds': 30.0,  # How often the watcher looks for new checkpoints.
+      'wait_seconds': 3600.0,  # How long --step waits for a checkpoint still being written.
+    }
+  )
+  evaluation.update(overrides)
+  return evaluation

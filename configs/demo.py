@@ -3,6 +3,7 @@
   python -m data_pipelines.inspect_tokens --config=configs/demo.py
   python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,pendulum
   python -m gato_jax.model.summary --config=configs/demo.py
+  python -m gato_jax.train --config=configs/demo.py --workdir=/tmp/gato_demo
 
 This config grows with the project: model, mixture and training sections join it as the
 trainer and the evaluator land.
@@ -21,6 +22,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.episodes = 2  # Episodes rolled out per task by the token inspector.
   config.seed = 0  # Seeds the environments, so the demo prints the same tokens every run.
   config.model = models.model_config('demo')  # About 1M parameters (configs/models.py).
+  config.model.local_positions = 256  # BabyAI's 7x7x3 grid and mission: 196 observation tokens.
   config.mesh = common.mesh_config()  # All devices on 'data'; --config.mesh.fsdp=2 etc.
   config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
+  # Data (gato_jax/data/, data_pipelines/tasks.py): generated here on first use.
+  config.data = common.data_config(
+      'gato_demo', data_dir='data/demo', generate_missing=True, episodes_per_task=10,
+      max_episode_steps=300, caption_examples=500)
+  # Training (gato_jax/train.py): about 6 minutes on 2 CPU cores.
+  config.update(common.train_config(
+      total_steps=1000, batch_size=8, checkpoint_every_steps=200, log_every_steps=10))
+  config.optimizer.learning_rate = 1e-3  # A tiny model takes a larger step than the paper's.
+  config.optimizer.final_learning_rate = 1e-4
+  config.optimizer.warmup_steps = 100
+  config.optimizer.decay_steps = 1000
+  # Evaluation (gato_jax/evaluator.py): the demo mixture's env tasks, 10 episodes each.
+  config.eval = common.eval_config(episodes=10, batch_size=10)
   return config

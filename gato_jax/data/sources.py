@@ -1,0 +1,140 @@
+"""seqio data sources for the datasets this project writes: episodes, text files, captions.
+
+`EpisodeSource` reads one task's RLDS episodes (data_pipelines/episodes.py) and shards by
+episode ranges (`tfds.even_splits`), so with `seqio.ShardInfo(process_index,
+process_count)` each host reads its own disjoint part of every task without opening the
+rest. Each example is one whole episode, steps stacked along time, plus the returns the
+filter needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_pipelines import episodes
+from gato_jax.data import options
+
+MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
+
+
+def dataset_returns(task: str, data_dir: str) -> tuple[float, float]:
+  """(expert return, random return) from the dataset's metadata.
+
+  Unknown values are NaN: the filter then keeps every episode.
+  """
+  meta = episodes.load(task, data_dir).info.metadata or {}
+  expert, random = meta.get('expert_return'), meta.get('random_return')
+  return (
+    math.nan if expert is None else float(expert),
+    math.nan if random is None else float(random),
+  )
+
+
+class EpisodeSource(seqio.DataSource):
+  """One task's generated episodes; the data directory comes from options.current()."""
+
+  def __init__(self, task: str):
+    self.task = task
+    super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def get_dataset(
+    self,
+    split: str = 'train',
+    shuffle: bool = True,
+    seed: int | None = None,
+    shard_info: seqio.ShardInfo | None = None,
+    *,
+    sequence_length: Any = None,
+    use_cached: bool = False,
+    num_epochs: int | None = 1,
+  ) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # The task repeats after preprocessing.
+    opts = options.current()
+    builder = episodes.load(self.task, opts.data_dir)
+    if shard_info is not None and shard_info.num_shards > 1:
+      split = tfds.even_splits(split, n=shard_info.num_shards)[shard_info.index]
+    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    expert, random = dataset_returns(self.task, opts.data_dir)
+
+    def whole_episode(example: dict[str, Any]) -> dict[str, Any]:
+      steps = example['steps'].batch(MAX_EPISODE_STEPS).get_single_element()
+      meta = example['episode_metadata']
+      return {
+        'observation': steps['observation'],
+        'action': steps['action'],
+        'episode_return': meta['episode_return'],
+        'expert_return': tf.constant(expert, tf.float32),
+        'random_return': tf.constant(random, tf.float32),
+        'episode': tf.strings.join(
+          [meta['env'], tf.strings.as_string(meta['seed'])], separator=' seed '
+        ),
+      }
+
+    ds = ds.map(whole_episode)
+    if shuffle:
+      ds = ds.shuffle(opts.episode_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+class TextFileSource(seqio.DataSource):
+  """Lines of local UTF-8 files (options.current().text_files), one document per line."""
+
+  def __init__(self) -> None:
+    super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def get_dataset(
+    self,
+    split: str = 'train',
+    shuffle: bool = True,
+    seed: int | None = None,
+    shard_info: seqio.ShardInfo | None = None,
+    *,
+    sequence_length: Any = None,
+    use_cached: bool = False,
+    num_epochs: int | None = 1,
+  ) -> tf.data.Dataset:
+    del split, shard_info, sequence_length, use_cached, num_epochs
+    from data_pipelines import text  # noqa: PLC0415 (TF text readers load on use)
+
+    files = options.current().text_files
+    if not files:
+      raise ValueError('the local text task needs files: set config key data.text_files')
+    ds = text.local_text_dataset(files)
+    if shuffle:
+      ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def caption_dataset_fn(name: str) -> Any:
+  """A seqio FunctionDataSource dataset_fn for `data_pipelines.captions.caption_dataset`."""
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    from data_pipelines import captions  # noqa: PLC0415
+
+    ds = captions.caption_dataset(name, split=split, data_dir=options.current().data_dir)
+    if shuffle_files:
+      ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+  return dataset_fn
