@@ -38,7 +38,7 @@ def list_tasks() -> str:
     spec = specs.get_spec(task)
     rows.append(
       {
-        'task': task,
+        'dataset': episodes.dataset_name(task, _POLICY.value),
         'domain': envs.task_domain(task),
         'tokens/step': spec.tokens_per_timestep,
         'observation': ', '.join(
@@ -70,10 +70,10 @@ def main(argv: Sequence[str]) -> None:
       random_episodes=_RANDOM_EPISODES.value,
       max_steps=_MAX_STEPS.value,
     )
-    meta = episodes.load(task, _DATA_DIR.value).info.metadata
+    meta = episodes.load(episodes.dataset_name(task, _POLICY.value), _DATA_DIR.value).info.metadata
     summary.append(
       {
-        'task': task,
+        'dataset': episodes.dataset_name(task, _POLICY.value),
         'episodes': meta['episodes'],
         'expert_return': meta['expert_return'],
         'random_return': meta['random_return'],

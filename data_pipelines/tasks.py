@@ -35,10 +35,14 @@ OUTPUT_FEATURES = {
 SHUFFLE_BUFFER = 256
 
 
-def episode_preprocessors(task: str) -> list:
-  """Filter by return, tokenize with the TaskSpec, window with prompts (preprocessors.py)."""
+def episode_preprocessors(task: str, filter_returns: bool = True) -> list:
+  """Filter by return, tokenize with the TaskSpec, window with prompts (preprocessors.py).
+
+  `filter_returns=False` keeps every episode: for datasets that are not expert data on
+  purpose, like Gato's "DM Control random".
+  """
   return [
-    preprocessors.filter_by_return,
+    *([preprocessors.filter_by_return] if filter_returns else []),
     functools.partial(preprocessors.tokenize_episodes, task=task),
     functools.partial(preprocessors.window_episodes, task=task),
   ]
@@ -120,14 +124,19 @@ seqio.MixtureRegistry.add(
 )
 
 
-def episode_tasks(mixture_or_task: str) -> list[str]:
-  """The environment tasks (spec names) a mixture or task reads episodes of."""
+def episode_sources(mixture_or_task: str) -> list[sources.EpisodeSource]:
+  """The episode datasets a mixture or task reads (their task and policy)."""
   provider = seqio.get_mixture_or_task(mixture_or_task)
   members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t.source.task for t in members if isinstance(t.source, sources.EpisodeSource)]
+  return [t.source for t in members if isinstance(t.source, sources.EpisodeSource)]
 
 
 def caption_tasks(mixture_or_task: str) -> list[str]:
   provider = seqio.get_mixture_or_task(mixture_or_task)
   members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   return [t.name for t in members if t.name == 'gato_shapes_captions']
+
+
+def episode_tasks(mixture_or_task: str) -> list[str]:
+  """The environment tasks (spec names) a mixture or task trains on, e.g. to evaluate."""
+  return sorted({s.task for s in episode_sources(mixture_or_task)})

@@ -274,3 +274,12 @@ def test_missing_dataset_names_the_task(tmp_path):
     data.make_iterator(config, batch_size=2)
   for task in ('cartpole', 'babyai_gotoredball'):
     assert f'python -m data_pipelines.generate --task={task}' in str(error.value)
+
+
+def test_pipeline_benchmark_reports_real_token_counts(data_dir):
+  from benchmarks import pipeline as pipeline_benchmark
+
+  row = pipeline_benchmark.measure(make_config(data_dir), batch_size=2, batches=3, warmup=1)
+  assert row['stream'] == MIXTURE
+  assert 0 < row['tokens/s'] <= row['positions/s']
+  assert 0 <= row['pad share'] < 1 and 0 <= row['image share'] < 1

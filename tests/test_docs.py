@@ -22,3 +22,15 @@ def test_tokenization_worked_example_matches_the_code():
   with contextlib.redirect_stdout(stdout):
     exec(compile(code, 'docs/tokenization.md', 'exec'), {})
   assert stdout.getvalue() == expected
+
+
+def test_adding_a_dataset_example_trains_on_the_new_mixture():
+  code, expected = _blocks((ROOT / 'docs/adding_a_dataset.md').read_text(), '## Example')
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    exec(compile(code, 'docs/adding_a_dataset.md', 'exec'), {})
+  assert stdout.getvalue().splitlines()[-1] == expected.strip()
+  import seqio
+
+  mixture = seqio.get_mixture_or_task('cartpole_expert_and_random')
+  assert {t.name for t in mixture.tasks} == {'gato_cartpole', 'gato_cartpole_random'}

@@ -39,8 +39,9 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
   from data_pipelines import captions, episodes, tasks  # noqa: PLC0415
 
   data, mixture = config.data, config.data.mixture
+  episode_sources = {f'episodes {s.dataset}': s for s in tasks.episode_sources(mixture)}
   needed = {
-    f'episodes of {t}': episodes.dataset_dir(t, data.data_dir) for t in tasks.episode_tasks(mixture)
+    what: episodes.dataset_dir(s.dataset, data.data_dir) for what, s in episode_sources.items()
   }
   caption_builder = None
   if tasks.caption_tasks(mixture):
@@ -53,9 +54,10 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
     return
   if not data.generate_missing:
     commands = [
-      f'python -m data_pipelines.generate --task={t} --data_dir={data.data_dir}'
-      for t in tasks.episode_tasks(mixture)
-      if f'episodes of {t}' in missing
+      f'python -m data_pipelines.generate --task={s.task} --policy={s.policy} '
+      f'--data_dir={data.data_dir}'
+      for what, s in episode_sources.items()
+      if what in missing
     ]
     if 'drawn-shape captions' in missing:
       commands.append(f'python -m data_pipelines.captions --data_dir={data.data_dir}')
@@ -72,11 +74,12 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
     return
   for what, path in missing.items():
     print(f'generating {what} into {path} (first use; config data.generate_missing)', flush=True)
-  for task in tasks.episode_tasks(mixture):
-    if f'episodes of {task}' in missing:
+  for what, source in episode_sources.items():
+    if what in missing:
       episodes.generate(
-        task,
+        source.task,
         data.data_dir,
+        policy=source.policy,
         episodes=data.episodes_per_task,
         seed=config.seed,
         max_steps=data.max_episode_steps or None,

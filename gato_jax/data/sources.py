@@ -23,12 +23,12 @@ from gato_jax.data import options
 MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
 
 
-def dataset_returns(task: str, data_dir: str) -> tuple[float, float]:
+def dataset_returns(dataset: str, data_dir: str) -> tuple[float, float]:
   """(expert return, random return) from the dataset's metadata.
 
   Unknown values are NaN: the filter then keeps every episode.
   """
-  meta = episodes.load(task, data_dir).info.metadata or {}
+  meta = episodes.load(dataset, data_dir).info.metadata or {}
   expert, random = meta.get('expert_return'), meta.get('random_return')
   return (
     math.nan if expert is None else float(expert),
@@ -37,10 +37,15 @@ def dataset_returns(task: str, data_dir: str) -> tuple[float, float]:
 
 
 class EpisodeSource(seqio.DataSource):
-  """One task's generated episodes; the data directory comes from options.current()."""
+  """One task's generated episodes; the data directory comes from options.current().
 
-  def __init__(self, task: str):
-    self.task = task
+  `policy` picks the dataset: the expert's (the default), or e.g. 'random' for a dataset
+  written with `data_pipelines.generate --policy=random`.
+  """
+
+  def __init__(self, task: str, policy: str = 'expert'):
+    self.task, self.policy = task, policy
+    self.dataset = episodes.dataset_name(task, policy)
     super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
 
   @property
@@ -63,12 +68,12 @@ class EpisodeSource(seqio.DataSource):
   ) -> tf.data.Dataset:
     del sequence_length, use_cached, num_epochs  # The task repeats after preprocessing.
     opts = options.current()
-    builder = episodes.load(self.task, opts.data_dir)
+    builder = episodes.load(self.dataset, opts.data_dir)
     if shard_info is not None and shard_info.num_shards > 1:
       split = tfds.even_splits(split, n=shard_info.num_shards)[shard_info.index]
     read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-    expert, random = dataset_returns(self.task, opts.data_dir)
+    expert, random = dataset_returns(self.dataset, opts.data_dir)
 
     def whole_episode(example: dict[str, Any]) -> dict[str, Any]:
       steps = example['steps'].batch(MAX_EPISODE_STEPS).get_single_element()
