@@ -19,6 +19,7 @@ measured here with episodes that are not stored.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,10 +70,15 @@ class EpisodesConfig(rlds_base.DatasetConfig):
   max_steps: int | None = None  # Cap on steps per episode; None keeps the env's own limit.
 
 
+def dataset_name(task: str, policy: str = 'expert') -> str:
+  """`task` for expert data; `<task>_<policy>` otherwise (Gato's "DM Control random")."""
+  return task if policy == 'expert' else f'{task}_{policy}'
+
+
 def episodes_config(task: str, **kwargs: Any) -> EpisodesConfig:
   spec = specs.get_spec(task)
   return EpisodesConfig(
-    name=task,
+    name=dataset_name(task, kwargs.get('policy', 'expert')),
     task=task,
     description=f'{kwargs.get("policy", "expert")} episodes of {task}',
     observation_info=_nest({f.name: _feature(f) for f in spec.observation}),
@@ -264,8 +270,9 @@ def _stack(steps: list[dict[str, Any]]) -> dict[str, Any]:
   }
 
 
-def dataset_dir(task: str, data_dir: str) -> str:
-  return f'{data_dir}/{DATASET}/{task}/{GatoEpisodes.VERSION}'
+def dataset_dir(dataset: str, data_dir: str) -> str:
+  """Where `dataset` (a task, or `dataset_name(task, policy)`) lives under `data_dir`."""
+  return f'{data_dir}/{DATASET}/{dataset}/{GatoEpisodes.VERSION}'
 
 
 def load(task: str, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -278,6 +285,16 @@ def load(task: str, data_dir: str) -> tfds.core.DatasetBuilder:
       f'python -m data_pipelines.generate --task={task} --data_dir={data_dir}'
     )
   return tfds.builder_from_directory(path)
+
+
+def read_metadata(task: str, data_dir: str) -> dict[str, Any]:
+  """The dataset's metadata.json, written by generation; see the module docstring.
+
+  Its `expert_return` and `random_return` are the evaluator's 100% and 0%.
+  """
+  load(task, data_dir)  # A missing or unfinished dataset raises with the generate command.
+  with tf.io.gfile.GFile(f'{dataset_dir(task, data_dir)}/metadata.json') as f:
+    return json.load(f)
 
 
 def read_episodes(task: str, data_dir: str, split: str = 'train') -> Iterator[Episode]:
