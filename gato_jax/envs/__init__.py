@@ -35,6 +35,11 @@ def task_names() -> list[str]:
 def task_domain(task: str) -> str:
   """'classic', 'babyai', 'metaworld', 'dmc' or 'atari': the module that builds the task."""
   get_spec(task)  # Unknown task -> ValueError listing the known ones.
+  if task not in DOMAINS:
+    raise ValueError(
+      f'task {task!r} is known only from a public dataset (specs.DATASET_SPECS): it has no '
+      f'environment here to roll out or evaluate in; tasks with one: {task_names()}'
+    )
   return DOMAINS[task]
 
 

@@ -4,10 +4,13 @@ One spec per task name; the data pipeline, the seqio tasks and the evaluator all
 up here, so a task is tokenized the same way everywhere. This module is pure data: it
 imports no simulator, so looking a spec up stays cheap where no environment runs. Expert
 and random returns stay None until the dataset generator measures them (they are recorded
-with each dataset; docs/environments.md lists the values measured so far).
+with each dataset; docs/environments.md lists the values measured so far). DATASET_SPECS
+adds the embodiments known only from a public dataset, which have no environment here.
 """
 
 from __future__ import annotations
+
+import math
 
 from gato_jax.tokenizer import ContinuousField, DiscreteField, ImageField, TaskSpec, TextField
 
@@ -128,9 +131,45 @@ ENV_IDS: dict[str, str] = {
 }
 
 
+# Open X-Embodiment's RT-1 data (fractal20220817_data, Google's mobile manipulator): 256x320
+# camera frames halved to 128x160, 8x10 = 80 patches with the aspect kept. The state is the
+# tool pose (xyz, quaternion) and the gripper's closedness; the action is RT-1's arm command:
+# world_vector (3), rotation_delta (3) and gripper_closedness_action (1).
+FRACTAL_SIZE = (128, 160)
+# RT-1's instructions are at most 68 bytes ('pick green jalapeno chip bag from middle drawer
+# and place on counter'); SentencePiece needs far fewer tokens.
+_FRACTAL_INSTRUCTION_TOKENS = 80
+# RT-1 bounds world_vector and the gripper to [-1, 1] and rotation_delta to [-pi/2, pi/2]: one
+# range covers all three. RT-1 clips logged actions to its bounds before tokenizing, so a rare
+# value beyond them takes the edge bin here too rather than rejecting its episode.
+_FRACTAL_ACTION = ContinuousField(
+  'action', (7,), mu_law=False, low=-math.pi / 2, high=math.pi / 2, saturate=True
+)
+
+# Tasks known only from a public dataset (data_pipelines/public_rlds.py): no simulator runs
+# them here, so they have no env, no expert to roll out and no measured returns
+# (expert_return and random_return stay None). get_spec finds them; task_names() and the
+# dataset generator, which need an env, never see them.
+DATASET_SPECS: dict[str, TaskSpec] = {
+  spec.name: spec
+  for spec in (
+    TaskSpec(
+      'oxe_fractal',
+      observation=(
+        TextField('instruction', max_tokens=_FRACTAL_INSTRUCTION_TOKENS),
+        ImageField('image', *FRACTAL_SIZE),
+        ContinuousField('state', (8,)),
+      ),
+      action=_FRACTAL_ACTION,
+    ),
+  )
+}
+
+
 def get_spec(name: str) -> TaskSpec:
-  """The spec of a task, with an error that lists the known ones."""
-  try:
-    return TASK_SPECS[name]
-  except KeyError:
-    raise ValueError(f'unknown task {name!r}; known tasks: {sorted(TASK_SPECS)}') from None
+  """The spec of a task, with or without an env, with an error that lists the known ones."""
+  spec = TASK_SPECS.get(name) or DATASET_SPECS.get(name)
+  if spec is None:
+    known = sorted({**TASK_SPECS, **DATASET_SPECS})
+    raise ValueError(f'unknown task {name!r}; known tasks: {known}')
+  return spec
