@@ -30,6 +30,7 @@ setuptools.setup(
     'gymnasium>=1.4,<1.5',
     'absl-py>=2.1',
     'numpy>=2.0,<3',
+    'matplotlib>=3.9,<4',  # The evaluator's figure-5 plot.
   ],
   extras_require={
     # Real environments. mujoco is pinned to the one version on which both dm-control and

@@ -29,6 +29,7 @@ from ml_collections import config_flags
 
 from benchmarks import report
 from gato_jax import tokenizer
+from gato_jax.metrics import flops_per_token
 from gato_jax.model import decode, from_config
 from gato_jax.model.batch import synthetic_batch
 from gato_jax.model.loss import next_token_loss
@@ -46,19 +47,6 @@ _DECODE_BATCH = flags.DEFINE_integer('decode_batch', 1, 'Sequences decoded toget
 _SKIP_TRAIN = flags.DEFINE_bool('skip_train', False, 'Only benchmark decoding.')
 _JSON = flags.DEFINE_string('json_out', '', 'Output JSON; default benchmarks/results/'
                             'model_<config>.json.')
-
-
-def flops_per_token(config, length: int, vocab_rows: int) -> dict[str, float]:
-  """Training FLOPs per token (forward + backward = 3x forward), as in docs/performance.md."""
-  m = config.model
-  attn_width = m.num_heads * m.head_dim
-  layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
-  c, half = m.resnet_channels, tokenizer.PATCH_SIZE // 2
-  resnet_macs = half * half * (9 * 3 * c + 2 * 9 * c * c + c * m.d_model)
-  dense_macs = m.num_layers * layer_macs + vocab_rows * m.d_model + resnet_macs
-  attention_flops = 12 * m.num_layers * length * attn_width  # QK^T and AV, fwd + bwd.
-  return {'dense': 6.0 * dense_macs, 'attention': float(attention_flops),
-          'total': 6.0 * dense_macs + attention_flops}
 
 
 def timed(fn, repeats: int) -> float:

@@ -4,6 +4,7 @@
   python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,pendulum
   python -m gato_jax.model.summary --config=configs/demo.py
   python -m gato_jax.train --config=configs/demo.py --workdir=/tmp/gato_demo
+  python -m gato_jax.evaluator --config=configs/demo.py --workdir=/tmp/gato_demo
 
 This config grows with the project: model, mixture and training sections join it as the
 trainer and the evaluator land.

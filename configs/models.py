@@ -50,5 +50,8 @@ def paper_config(size: str) -> ml_collections.ConfigDict:
   config.model = model_config(size)  # Layers, widths and options: model_config above.
   config.mesh = common.mesh_config()  # All devices on 'data' unless overridden.
   config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
-  config.seed = 0  # Parameter initialization.
+  config.seed = 0  # Parameter initialization, dropout and the data order.
+  # Paper scale (§4): batch 512 for 1M steps; checkpoints every 5,000 steps.
+  config.update(common.train_config(
+      total_steps=1_000_000, batch_size=512, checkpoint_every_steps=5_000, log_every_steps=100))
   return config

@@ -12,12 +12,12 @@ from gato_jax.model import Gato, decode
 LAYOUT = tokenizer.TokenLayout(text_vocab_size=256)
 TOLERANCE = 2e-5  # float32 logits; cached and full attention sum in different orders.
 SPEC = tokenizer.TaskSpec(
-    name='mixed',
-    observation=(
-        tokenizer.ImageField('camera', 32, 32),
-        tokenizer.ContinuousField('joints', (3,)),
-    ),
-    action=tokenizer.DiscreteField('button', (), num_values=6),
+  name='mixed',
+  observation=(
+    tokenizer.ImageField('camera', 32, 32),
+    tokenizer.ContinuousField('joints', (3,)),
+  ),
+  action=tokenizer.DiscreteField('button', (), num_values=6),
 )
 
 
@@ -25,8 +25,8 @@ def _episode_batch(seed: int, text_tokens: int = 5, steps: int = 3) -> dict[str,
   """Text document, then `steps` timesteps of image + continuous obs, '|', discrete action."""
   rng = np.random.default_rng(seed)
   observations = {
-      'camera': rng.integers(0, 256, (steps, 32, 32, 3), dtype=np.uint8),
-      'joints': rng.normal(size=(steps, 3)).astype(np.float32),
+    'camera': rng.integers(0, 256, (steps, 32, 32, 3), dtype=np.uint8),
+    'joints': rng.normal(size=(steps, 3)).astype(np.float32),
   }
   tok = SPEC.tokenizer(LAYOUT).tokenize_steps(observations, rng.integers(0, 6, steps))
   n = steps * SPEC.tokens_per_timestep
@@ -41,11 +41,11 @@ def _episode_batch(seed: int, text_tokens: int = 5, steps: int = 3) -> dict[str,
     return np.concatenate([np.full((text_tokens, *x.shape[1:]), value, x.dtype), x])
 
   return {
-      'tokens': np.concatenate([text, tok.tokens.reshape(-1)]),
-      'kinds': pad(tok.kinds.reshape(-1).astype(np.int32), tokenizer.TokenKind.TEXT),
-      'local_positions': pad(tok.local_positions.reshape(-1)),
-      'patches': pad(patches),
-      'patch_positions': pad(positions),
+    'tokens': np.concatenate([text, tok.tokens.reshape(-1)]),
+    'kinds': pad(tok.kinds.reshape(-1).astype(np.int32), tokenizer.TokenKind.TEXT),
+    'local_positions': pad(tok.local_positions.reshape(-1)),
+    'patches': pad(patches),
+    'patch_positions': pad(positions),
   }
 
 
@@ -68,9 +68,13 @@ def _slice(batch, start, stop):
 
 def test_the_sequence_mixes_every_modality(batch):
   kinds = set(np.unique(batch['kinds']).tolist())
-  assert {tokenizer.TokenKind.TEXT, tokenizer.TokenKind.IMAGE,
-          tokenizer.TokenKind.OBSERVATION_CONTINUOUS, tokenizer.TokenKind.SEPARATOR,
-          tokenizer.TokenKind.ACTION_DISCRETE} <= kinds
+  assert {
+    tokenizer.TokenKind.TEXT,
+    tokenizer.TokenKind.IMAGE,
+    tokenizer.TokenKind.OBSERVATION_CONTINUOUS,
+    tokenizer.TokenKind.SEPARATOR,
+    tokenizer.TokenKind.ACTION_DISCRETE,
+  } <= kinds
 
 
 def test_cached_decoding_matches_the_full_forward_at_every_position(model, batch):
@@ -93,8 +97,9 @@ def test_a_whole_timestep_can_be_appended_at_once(model, batch):
   step = SPEC.tokens_per_timestep
   _, cache = decode.prefill(model, _slice(batch, 0, 5 + step))
   logits, cache = decode.extend(model, _slice(batch, 5 + step, 5 + 2 * step), cache)
-  np.testing.assert_allclose(np.asarray(logits), full[:, 5 + step:5 + 2 * step],
-                             atol=TOLERANCE, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(logits), full[:, 5 + step : 5 + 2 * step], atol=TOLERANCE, rtol=0
+  )
 
 
 def test_left_padding_leaves_the_real_tokens_logits_unchanged(model, batch):

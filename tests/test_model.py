@@ -28,17 +28,19 @@ def _config(**overrides):
 
 def _batch(batch_size=2, length=24, seed=0):
   rng = np.random.default_rng(seed)
-  kinds = rng.choice([Kind.TEXT, Kind.IMAGE, Kind.OBSERVATION_DISCRETE, Kind.SEPARATOR,
-                      Kind.ACTION_DISCRETE], (batch_size, length))
+  kinds = rng.choice(
+    [Kind.TEXT, Kind.IMAGE, Kind.OBSERVATION_DISCRETE, Kind.SEPARATOR, Kind.ACTION_DISCRETE],
+    (batch_size, length),
+  )
   image = kinds == Kind.IMAGE
   return {
-      'tokens': rng.integers(0, VOCAB, (batch_size, length)).astype(np.int32),
-      'kinds': kinds.astype(np.int32),
-      'local_positions': rng.integers(0, 20, (batch_size, length)).astype(np.int32),
-      'patches': np.where(image[..., None, None, None],
-                          rng.integers(0, 256, (batch_size, length, 16, 16, 3)), 0
-                          ).astype(np.uint8),
-      'patch_positions': np.where(image[..., None], [0, 32, 96, 128], 0).astype(np.int32),
+    'tokens': rng.integers(0, VOCAB, (batch_size, length)).astype(np.int32),
+    'kinds': kinds.astype(np.int32),
+    'local_positions': rng.integers(0, 20, (batch_size, length)).astype(np.int32),
+    'patches': np.where(
+      image[..., None, None, None], rng.integers(0, 256, (batch_size, length, 16, 16, 3)), 0
+    ).astype(np.uint8),
+    'patch_positions': np.where(image[..., None], [0, 32, 96, 128], 0).astype(np.int32),
   }
 
 
@@ -97,8 +99,11 @@ def test_image_embedding_is_resnet_plus_row_and_column_tables(model):
   batch['local_positions'][b, t] = 0
   patch = tokenizer.normalize_patches(batch['patches'][b, t])
   row, col = (0 + 32) // 2, (96 + 128) // 2  # Rounded means of the batch's intervals.
-  expected = (model.embedder.patches(jnp.asarray(patch)[None], jnp.float32)[0]
-              + model.embedder.patch_rows[...][row] + model.embedder.patch_cols[...][col])
+  expected = (
+    model.embedder.patches(jnp.asarray(patch)[None], jnp.float32)[0]
+    + model.embedder.patch_rows[...][row]
+    + model.embedder.patch_cols[...][col]
+  )
   np.testing.assert_allclose(_embed(model, batch)[b, t], expected, atol=1e-5)
 
 
@@ -109,9 +114,11 @@ def test_local_position_zero_adds_nothing_and_others_add_their_row(model):
   plain = _embed(model, batch)
   np.testing.assert_allclose(plain, model.embedder.tokens[...][batch['tokens']], atol=1e-6)
   batch['local_positions'][:] = 5
-  np.testing.assert_allclose(_embed(model, batch) - plain,
-                             np.broadcast_to(model.embedder.local_positions[...][5], plain.shape),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    _embed(model, batch) - plain,
+    np.broadcast_to(model.embedder.local_positions[...][5], plain.shape),
+    atol=1e-5,
+  )
 
 
 # -- outputs and options --------------------------------------------------------------------
@@ -170,10 +177,17 @@ def test_a_key_turns_on_dropout_and_without_one_the_model_is_deterministic():
   np.testing.assert_array_equal(one, _forward(model, batch, jax.random.key(1)))
 
 
-@pytest.mark.parametrize('key, value', [
-    ('remat', 'some'), ('dtype', 'float16'), ('attention', 'flash'), ('num_heads', 0),
-    ('dropout_rate', 1.0), ('resnet_groups', 3),
-])
+@pytest.mark.parametrize(
+  'key, value',
+  [
+    ('remat', 'some'),
+    ('dtype', 'float16'),
+    ('attention', 'flash'),
+    ('num_heads', 0),
+    ('dropout_rate', 1.0),
+    ('resnet_groups', 3),
+  ],
+)
 def test_bad_model_options_name_their_config_key(key, value):
   config = _config()
   config[key] = value
@@ -185,8 +199,20 @@ def test_bad_model_options_name_their_config_key(key, value):
 
 
 def test_loss_trains_only_on_text_and_actions_of_the_next_token():
-  kinds = np.array([[Kind.TEXT, Kind.TEXT, Kind.IMAGE, Kind.OBSERVATION_CONTINUOUS,
-                     Kind.SEPARATOR, Kind.ACTION_CONTINUOUS, Kind.PAD]], np.int32)
+  kinds = np.array(
+    [
+      [
+        Kind.TEXT,
+        Kind.TEXT,
+        Kind.IMAGE,
+        Kind.OBSERVATION_CONTINUOUS,
+        Kind.SEPARATOR,
+        Kind.ACTION_CONTINUOUS,
+        Kind.PAD,
+      ]
+    ],
+    np.int32,
+  )
   tokens = np.array([[1, 2, 3, 4, 5, 6, 0]], np.int32)
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(1, 7, 8)).astype(np.float32)

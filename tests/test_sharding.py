@@ -24,18 +24,28 @@ def test_there_are_eight_devices():
   assert jax.device_count() == 8, 'run with XLA_FLAGS=--xla_force_host_platform_device_count=8'
 
 
-@pytest.mark.parametrize('sizes, shape', [
-    ((-1, 1, 1), (8, 1, 1)), ((2, -1, 2), (2, 2, 2)), ((1, 2, -1), (1, 2, 4)),
+@pytest.mark.parametrize(
+  'sizes, shape',
+  [
+    ((-1, 1, 1), (8, 1, 1)),
+    ((2, -1, 2), (2, 2, 2)),
+    ((1, 2, -1), (1, 2, 4)),
     ((2, 2, 2), (2, 2, 2)),
-])
+  ],
+)
 def test_minus_one_fills_the_remaining_devices(sizes, shape):
   assert sharding.mesh_shape(_mesh_config(*sizes), 8) == shape
 
 
-@pytest.mark.parametrize('sizes, key', [
-    ((3, -1, 1), 'mesh.fsdp'), ((2, 2, 1), 'mesh.data*mesh.fsdp*mesh.tensor'),
-    ((-1, -1, 1), 'mesh.data'), ((0, 1, 1), 'mesh.data'),
-])
+@pytest.mark.parametrize(
+  'sizes, key',
+  [
+    ((3, -1, 1), 'mesh.fsdp'),
+    ((2, 2, 1), 'mesh.data*mesh.fsdp*mesh.tensor'),
+    ((-1, -1, 1), 'mesh.data'),
+    ((0, 1, 1), 'mesh.data'),
+  ],
+)
 def test_a_mesh_that_does_not_fit_names_the_config_key(sizes, key):
   with pytest.raises(ValueError, match=key.replace('*', r'\*')):
     sharding.mesh_shape(_mesh_config(*sizes), 8)
@@ -43,7 +53,8 @@ def test_a_mesh_that_does_not_fit_names_the_config_key(sizes, key):
 
 def test_rules_use_a_mesh_axis_once_and_skip_dims_it_cannot_divide():
   assert sharding.logical_to_spec(('batch', 'length', 'embed'), RULES) == P(
-      ('data', 'fsdp'), None, None)
+    ('data', 'fsdp'), None, None
+  )
   assert sharding.logical_to_spec(('embed', 'mlp'), RULES) == P('fsdp', 'tensor')
   assert sharding.logical_to_spec(('unknown', None), RULES) == P(None, None)
   mesh = sharding.make_mesh(_mesh_config(2, 2, 2))
@@ -74,8 +85,9 @@ def test_large_matrices_are_split_across_the_mesh(setup):
   assert wi.sharding.spec == P(None, 'fsdp', 'tensor')
   assert {s.data.shape for s in wi.addressable_shards} == {(layers, d // 2, mlp // 2)}
   query = model.stack.blocks.attention.query.get_value()
-  assert {s.data.shape for s in query.addressable_shards} == {(layers, d // 2, heads // 2,
-                                                                m.head_dim)}
+  assert {s.data.shape for s in query.addressable_shards} == {
+    (layers, d // 2, heads // 2, m.head_dim)
+  }
   table = model.embedder.tokens.get_value()
   assert {s.data.shape for s in table.addressable_shards} == {(rows // 2, d // 2)}
   assert sharding.unsplit_parameters(nnx.state(model, nnx.Param), mesh, RULES) == []

@@ -28,7 +28,9 @@ def next_token_loss(
   logits [B, L, V] at t predict tokens[t + 1]: the last position has no target, and the
   first token is never one. Metrics: `loss`, `targets` (their count), `accuracy` over loss
   targets, and for every kind in METRIC_KINDS `correct/<kind>` and `count/<kind>` (sums)
-  plus `accuracy/<kind>` (0 where the batch has none of that kind; weight by the count).
+  plus `accuracy/<kind>` (0 where the batch has none of that kind; weight by the count);
+  likewise `nll/<kind>` (summed cross-entropy) and `loss/<kind>` (its mean), reported for
+  every kind, targets or not, to watch what the model learns of the context.
   """
   logits = logits[:, :-1].astype(jnp.float32)
   targets, target_kinds = tokens[:, 1:], kinds[:, 1:]
@@ -54,4 +56,6 @@ def next_token_loss(
     metrics[f'correct/{name}'] = hits
     metrics[f'count/{name}'] = n
     metrics[f'accuracy/{name}'] = hits / jnp.maximum(n, 1.0)
+    metrics[f'nll/{name}'] = (nll * is_kind).sum()
+    metrics[f'loss/{name}'] = metrics[f'nll/{name}'] / jnp.maximum(n, 1.0)
   return loss, metrics

@@ -1,0 +1,219 @@
+"""Orbax checkpoints of a training run: what is saved, where, and how it comes back.
+
+Layout: `WORKDIR/checkpoints/<step>/` with four items, each its own sub-directory:
+
+  params     the model's nnx.Param state as a nested dict of arrays (sharded, OCDBT)
+  opt_state  the optax state (sharded like the parameters it mirrors)
+  data       each process's data-iterator position (a tf.data checkpoint per process,
+             `data-<index>-of-<count>.*`): the stream continues where it stopped
+  meta       JSON: step, the run's config, process count and mesh shape
+
+Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>` only
+once every item of every process is written (on object stores it writes
+`commit_success.txt` instead), so a run killed mid-write leaves no directory that
+`complete_steps` lists. Arrays are always restored onto the shardings of the *caller's*
+arrays, so a checkpoint saved on one mesh or process count restores onto any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from flax import nnx
+
+from gato_jax.data import DataIterator
+
+ITEMS = ('params', 'opt_state', 'data', 'meta')
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, 'checkpoints')
+
+
+def step_dir(workdir: str, step: int) -> str:
+  return os.path.join(checkpoint_dir(workdir), str(step))
+
+
+def complete_steps(workdir: str) -> list[int]:
+  """Steps with a finalized checkpoint, ascending; a step still being written is never listed.
+
+  Orbax's own test for finalization (no tmp suffix, or `commit_success.txt` on object
+  stores) is used, so this agrees with what the CheckpointManager itself would restore.
+  """
+  directory = checkpoint_dir(workdir)
+  if not epath.Path(directory).exists():
+    return []
+  return sorted(ocp.path.step.checkpoint_steps(directory))
+
+
+# ----------------------------------------------------------------------------------------
+# The data-iterator item: one tf.data checkpoint per process
+# ----------------------------------------------------------------------------------------
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+  """Saves and restores a DataIterator's position; runs on every process.
+
+  Synchronous on purpose: the position must be captured before the next `next()` moves
+  the iterator, and a tf.data checkpoint of a prefetching iterator takes milliseconds.
+  """
+
+  def save(self, directory: epath.Path, args: DataSave) -> None:
+    args.iterator.save(os.fspath(directory))
+
+  def restore(self, directory: epath.Path, args: DataRestore) -> None:
+    args.iterator.restore(os.fspath(directory))
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataSave(ocp.args.CheckpointArgs):
+  iterator: DataIterator
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataRestore(ocp.args.CheckpointArgs):
+  iterator: DataIterator
+
+
+# ----------------------------------------------------------------------------------------
+# The manager a training run holds
+# ----------------------------------------------------------------------------------------
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs carrying each array's current sharding: a restore target."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class Checkpoints:
+  """The run's CheckpointManager: asynchronous sharded saves, the newest `max_to_keep` kept."""
+
+  def __init__(self, workdir: str, max_to_keep: int, asynchronous: bool = True):
+    self.workdir = workdir
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      enable_async_checkpointing=asynchronous,
+      cleanup_tmp_directories=True,  # Leftovers of a run killed mid-write.
+      create=True,
+    )
+    self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+
+  def latest_step(self) -> int | None:
+    steps = complete_steps(self.workdir)
+    return steps[-1] if steps else None
+
+  def save(
+    self,
+    step: int,
+    params: nnx.State,
+    opt_state: Any,
+    iterator: DataIterator,
+    meta: dict[str, Any],
+  ) -> None:
+    """Starts an asynchronous save; returns once device arrays are copied to host."""
+    args = ocp.args.Composite(
+      params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
+      opt_state=ocp.args.StandardSave(opt_state),
+      data=DataSave(iterator),
+      meta=ocp.args.JsonSave(meta),
+    )
+    self.manager.save(step, args=args, force=True)
+
+  def restore(self, step: int, params: nnx.State, opt_state: Any) -> tuple[Any, dict[str, Any]]:
+    """(opt_state, meta) of `step`; `params` is updated in place.
+
+    Targets are the caller's arrays, whose shardings (current mesh) the restored arrays
+    take. The data item is restored separately (`restore_data`) because it may belong to
+    a different process count.
+    """
+    params_target = abstract_like(nnx.to_pure_dict(params))
+    restored = self.manager.restore(
+      step,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(params_target),
+        opt_state=ocp.args.StandardRestore(abstract_like(opt_state)),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
+    nnx.replace_by_pure_dict(params, restored['params'])
+    return restored['opt_state'], restored['meta']
+
+  def restore_data(self, step: int, iterator: DataIterator) -> None:
+    """Raises FileNotFoundError when the step was saved by a different process count."""
+    self.manager.restore(step, args=ocp.args.Composite(data=DataRestore(iterator)))
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step once any got SIGTERM (multi-process only)."""
+    return self.manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def meta(step: int, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """The `meta` item: enough to tell what wrote a checkpoint, and its config to rebuild it."""
+  return {
+    'step': step,
+    'config': json.loads(config.to_json_best_effort()),
+    'process_count': jax.process_count(),
+    'mesh': dict(mesh.shape),
+  }
+
+
+# ----------------------------------------------------------------------------------------
+# Read-only access for the evaluator and other tools
+# ----------------------------------------------------------------------------------------
+
+
+def _item_dir(workdir: str, step: int, item: str) -> epath.Path:
+  path = epath.Path(step_dir(workdir, step)) / item
+  if step not in complete_steps(workdir):
+    raise FileNotFoundError(
+      f'no complete checkpoint for step {step} in {checkpoint_dir(workdir)} '
+      f'(complete: {complete_steps(workdir)})'
+    )
+  if not path.exists():
+    raise FileNotFoundError(f'checkpoint {step_dir(workdir, step)} has no {item!r} item: {path}')
+  return path
+
+
+def restore_params(workdir: str, step: int, model: nnx.Module) -> None:
+  """Loads the checkpoint's parameters into `model` in place, onto its current shardings.
+
+  Whatever mesh or process count saved them: each array is read straight into the shards
+  the model's parameter already has. Only the `params` item is read.
+  """
+  path = _item_dir(workdir, step, 'params')
+  state = nnx.state(model, nnx.Param)
+  target = abstract_like(nnx.to_pure_dict(state))
+  with ocp.StandardCheckpointer() as checkpointer:
+    restored = checkpointer.restore(path, target)
+  nnx.replace_by_pure_dict(state, restored)
+  nnx.update(model, state)
+  logging.info('restored parameters of step %d from %s', step, path)
+
+
+def read_meta(workdir: str, step: int) -> dict[str, Any]:
+  """The `meta` item: {'step', 'config', 'process_count', 'mesh'}."""
+  path = _item_dir(workdir, step, 'meta')
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    return checkpointer.restore(path)
+
+
+def read_config(workdir: str, step: int) -> ml_collections.ConfigDict:
+  """The config the run that wrote `step` used (JSON round trip: tuples become lists)."""
+  return ml_collections.ConfigDict(read_meta(workdir, step)['config'])

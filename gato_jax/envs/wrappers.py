@@ -1,0 +1,137 @@
+"""Between a live environment and Gato's token stream: observations in, action tokens out.
+
+`TokenizedEnv` wraps any env of `make_env`. Each observation comes back as the model's
+input arrays for one timestep's observation tokens and the '|' separator, the positions the
+policy appends before it samples an action; `step` takes the sampled action tokens and
+de-tokenizes them for the env. Both directions go through the task's `TaskTokenizer`, the
+code that tokenizes the stored episodes the model trained on, so a live episode and the
+same episode read from a dataset give the same tokens (tests/test_wrappers.py replays
+recorded episodes to check it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gato_jax import tokenizer as tok
+
+Inputs = dict[str, np.ndarray]  # The model's input arrays (model/__init__.py), no batch axis.
+
+
+def model_inputs(steps: tok.TokenizedSteps) -> Inputs:
+  """T timesteps of tokens as the model's input arrays over T * N positions.
+
+  Pixels and patch positions move from their per-image rows to the IMAGE positions they
+  belong to; every other position gets zeros, as the input contract asks.
+  """
+  tokens = steps.tokens.reshape(-1).astype(np.int32)
+  kinds = steps.kinds.reshape(-1).astype(np.int32)
+  image = kinds == tok.TokenKind.IMAGE
+  patches = np.zeros((tokens.size, tok.PATCH_SIZE, tok.PATCH_SIZE, 3), np.uint8)
+  positions = np.zeros((tokens.size, 4), np.int32)
+  patches[image] = steps.patches.reshape(-1, tok.PATCH_SIZE, tok.PATCH_SIZE, 3)
+  positions[image] = steps.patch_positions.reshape(-1, 4)
+  return {
+    'tokens': tokens,
+    'kinds': kinds,
+    'local_positions': steps.local_positions.reshape(-1).astype(np.int32),
+    'patches': patches,
+    'patch_positions': positions,
+  }
+
+
+def action_inputs(task_tokenizer: tok.TaskTokenizer, action_tokens: np.ndarray) -> Inputs:
+  """Sampled action tokens (all of an action's, or its first few) as input positions.
+
+  Laid out as `tokenize_steps` lays out actions, so a context built while acting matches
+  the tokens of the same episode read from a dataset.
+  """
+  action_tokens = np.asarray(action_tokens, np.int32).reshape(-1)
+  kind = (
+    tok.TokenKind.ACTION_DISCRETE
+    if task_tokenizer.spec.action_kind == 'discrete'
+    else tok.TokenKind.ACTION_CONTINUOUS
+  )
+  n = action_tokens.size
+  return {
+    'tokens': action_tokens,
+    'kinds': np.full(n, kind, np.int32),
+    'local_positions': np.full(n, tok.LOCAL_POSITION_ACTION, np.int32),
+    'patches': np.zeros((n, tok.PATCH_SIZE, tok.PATCH_SIZE, 3), np.uint8),
+    'patch_positions': np.zeros((n, 4), np.int32),
+  }
+
+
+def sampling_range(task_tokenizer: tok.TaskTokenizer) -> tuple[int, int]:
+  """[start, stop) of the ids an action token may be sampled from.
+
+  The action kind's range (`TokenLayout.action_token_range`), narrowed for a discrete
+  action to the values it has: a 3-way action never samples value 5.
+  """
+  spec, layout = task_tokenizer.spec, task_tokenizer.layout
+  start, stop = layout.action_token_range(spec.action_kind)
+  if isinstance(spec.action, tok.DiscreteField):
+    stop = start + spec.action.num_values
+  return start, stop
+
+
+def _placeholder_action(spec: tok.TaskSpec) -> np.ndarray:
+  """An action the spec accepts; its tokens are cut off, it only lets the timestep tokenize."""
+  if isinstance(spec.action, tok.DiscreteField):
+    return np.zeros(spec.action.shape, np.int64)
+  return spec.action.from_unit(np.zeros(spec.action.shape, np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedObservation:
+  """One live observation: its input positions (observation + '|') and the raw dict.
+
+  The raw observation is kept for scripted policies (experts) that act on it directly.
+  """
+
+  inputs: Inputs
+  raw: dict[str, Any]
+
+
+class TokenizedEnv(gym.Wrapper):
+  """Observations as `TokenizedObservation`s; actions as action tokens.
+
+  Observations that the spec cannot represent raise a ValueError naming the field, as they
+  do in the data pipeline; the evaluator counts that episode as failed.
+  """
+
+  def __init__(self, env: gym.Env, task_tokenizer: tok.TaskTokenizer):
+    super().__init__(env)
+    self.task_tokenizer = task_tokenizer
+    spec = task_tokenizer.spec
+    self._observation_positions = spec.observation_tokens + 1  # The separator included.
+    self._placeholder = _placeholder_action(spec)
+    start, stop = sampling_range(task_tokenizer)
+    self.action_space = gym.spaces.Box(start, stop - 1, (spec.action_tokens,), np.int64)
+
+  def tokenize_observation(self, observation: dict[str, Any]) -> TokenizedObservation:
+    steps = self.task_tokenizer.tokenize_timestep(observation, self._placeholder)
+    inputs = {k: v[: self._observation_positions] for k, v in model_inputs(steps).items()}
+    return TokenizedObservation(inputs, observation)
+
+  def encode_action(self, observation: dict[str, Any], action: Any) -> np.ndarray:
+    """An env action's tokens: how a scripted policy's action reaches the env through tokens.
+
+    Continuous actions are binned, so the env receives the bin's centre, as it would from
+    a model that imitated the policy perfectly.
+    """
+    steps = self.task_tokenizer.tokenize_timestep(observation, action)
+    return steps.tokens[0, self._observation_positions :]
+
+  def reset(self, **kwargs: Any) -> tuple[TokenizedObservation, dict[str, Any]]:
+    observation, info = self.env.reset(**kwargs)
+    return self.tokenize_observation(observation), info
+
+  def step(self, action_tokens: np.ndarray) -> tuple[TokenizedObservation, float, bool, bool, dict]:
+    action = self.task_tokenizer.detokenize_action(np.asarray(action_tokens))
+    observation, reward, terminated, truncated, info = self.env.step(action)
+    return self.tokenize_observation(observation), float(reward), terminated, truncated, info

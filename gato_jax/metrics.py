@@ -1,0 +1,138 @@
+"""What a user watches during training: metrics.jsonl, TensorBoard events, a console line.
+
+Process 0 writes; the other processes hold the same (globally reduced) values. Each logged
+step appends one JSON object to `WORKDIR/metrics.jsonl` (append-only, so a resumed run
+continues the file; a step logged twice around a restart appears twice, the later line is
+the one that counts) and the same scalars to TensorBoard event files under
+`WORKDIR/tensorboard/`. Model FLOPs per token (for MFU) are counted here too, once for the
+trainer and the model benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+from absl import logging
+
+from gato_jax import tokenizer
+
+# Dense peak FLOP/s per device by `device_kind` prefix (bf16 for accelerators).
+PEAK_FLOPS = {
+  'TPU v4': 275e12,
+  'TPU v5 lite': 197e12,
+  'TPU v5e': 197e12,
+  'TPU v5p': 459e12,
+  'TPU v5': 459e12,
+  'TPU v6 lite': 918e12,
+  'TPU v6e': 918e12,
+  'NVIDIA H100': 989e12,
+  'NVIDIA H200': 989e12,
+  'NVIDIA A100': 312e12,
+}
+# A CPU "device" on these machines: 2 cores x 2.45 GHz x 32 float32 FLOPs/cycle (AVX2 FMA),
+# shared by all fake host-platform devices.
+CPU_PEAK_FLOPS = 1.57e11
+
+
+def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: int) -> dict:
+  """Training FLOPs per token (forward + backward = 3x forward), as in docs/performance.md."""
+  m = config.model
+  attn_width = m.num_heads * m.head_dim
+  layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
+  c, half = m.resnet_channels, tokenizer.PATCH_SIZE // 2
+  resnet_macs = half * half * (9 * 3 * c + 2 * 9 * c * c + c * m.d_model)
+  dense_macs = m.num_layers * layer_macs + vocab_rows * m.d_model + resnet_macs
+  attention_flops = 12 * m.num_layers * length * attn_width  # QK^T and AV, fwd + bwd.
+  return {
+    'dense': 6.0 * dense_macs,
+    'attention': float(attention_flops),
+    'total': 6.0 * dense_macs + attention_flops,
+  }
+
+
+def peak_flops(configured: float = 0.0) -> float | None:
+  """Peak FLOP/s of all devices together; None when the device kind is unknown."""
+  devices = jax.devices()
+  if configured > 0:
+    return configured * len(devices)
+  if devices[0].platform == 'cpu':
+    return CPU_PEAK_FLOPS
+  kind = devices[0].device_kind
+  for prefix, flops in PEAK_FLOPS.items():
+    if kind.startswith(prefix):
+      return flops * len(devices)
+  return None
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  return f'{hours}:{rest // 60:02d}:{rest % 60:02d}' if hours else f'{rest // 60}:{rest % 60:02d}'
+
+
+class MetricWriter:
+  """Appends logged steps to metrics.jsonl and TensorBoard; prints the progress line."""
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int):
+    self.total_steps, self.start_step = total_steps, start_step
+    self.start_time = time.perf_counter()
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    import tensorflow as tf  # The data pipeline imports it already; no second dependency.
+
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._file = open(self.path, 'a')
+    from tensorflow.core.framework import summary_pb2
+
+    self._tf = tf
+    self._summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+    # tf.summary.scalar lives in the tensorboard package; the core op with the scalars
+    # plugin's tag writes the same event without it.
+    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars')
+    self._scalar_metadata = summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.active:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._file.write(json.dumps({'step': step, **scalars}) + '\n')
+    self._file.flush()
+    with self._summary.as_default(step=step):
+      for name, value in scalars.items():
+        if math.isfinite(value):
+          tensor = self._tf.constant(value, self._tf.float32)
+          self._tf.summary.write(name, tensor, metadata=self._scalar_metadata)
+    self._summary.flush()
+    self._console(step, scalars)
+
+  def _console(self, step: int, scalars: Mapping[str, float]) -> None:
+    elapsed = time.perf_counter() - self.start_time
+    done = step - self.start_step
+    eta = elapsed / done * (self.total_steps - step) if done > 0 else float('nan')
+    parts = [
+      f'step {step}/{self.total_steps} ({step / self.total_steps:.0%})',
+      f'loss {scalars["loss"]:.4f}',
+    ]
+    for key, fmt in (
+      ('learning_rate', '{:.2e}'),
+      ('grad_norm', '{:.3f}'),
+      ('tokens_per_s', '{:,.0f}'),
+      ('mfu', '{:.1%}'),
+    ):
+      if key in scalars:
+        parts.append(f'{key} ' + fmt.format(scalars[key]))
+    parts.append(f'ETA {format_duration(eta) if math.isfinite(eta) else "?"}')
+    logging.info(' | '.join(parts))
+
+  def close(self) -> None:
+    if self.active:
+      self._file.close()
+      self._summary.close()

@@ -1,0 +1,428 @@
+"""Trains Gato: sharded over a device mesh, on one host or many, resumable at any step.
+
+  python -m gato_jax.train --config=configs/demo.py --workdir=/tmp/gato_demo
+  python -m gato_jax.train --config=configs/gato_79m.py --workdir=gs://BUCKET/run \\
+      --config.mesh.fsdp=-1 --config.mesh.data=4
+  launch/local_multihost.sh 2 --config=configs/demo.py --workdir=/tmp/gato_2proc
+
+The story, top to bottom: validate the config; join the other processes; build the mesh;
+create parameters and optimizer state directly in their shards; open the input pipeline
+(each process reads its own shard); restore the newest complete checkpoint of the workdir
+if there is one; then loop: assemble the global batch, update, log, checkpoint. SIGTERM
+(a preemption) saves at the next step and exits with code 0; a NaN or inf loss stops the
+run with an error naming the step before it can be checkpointed. docs/training.md has the
+user's view: resuming, changing topology, metrics.
+"""
+
+from __future__ import annotations
+
+import logging as pylogging
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from ml_collections import config_flags
+
+from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding, tokenizer
+from gato_jax.model import from_config
+from gato_jax.model import validate_config as validate_model_config
+from gato_jax.model.loss import METRIC_KINDS, next_token_loss
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and TensorBoard go here.')
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', '', 'host:port of process 0, for clusters JAX does not detect.'
+)
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the run (with the above).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, "This process's index (with the above).")
+
+KIND_NAMES = tuple(k.name.lower() for k in METRIC_KINDS)
+
+# ----------------------------------------------------------------------------------------
+# Config: checked once, before any device work, with errors that name the key
+# ----------------------------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad key; the mesh and batch against the devices."""
+  for key in (
+    'total_steps',
+    'batch_size',
+    'grad_accum_steps',
+    'checkpoint_every_steps',
+    'keep_checkpoints',
+    'log_every_steps',
+  ):
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ValueError(f'config key {key} must be a positive int, got {value!r}')
+  if config.batch_size % config.grad_accum_steps:
+    raise ValueError(
+      f'config key batch_size ({config.batch_size}) must be a multiple of '
+      f'grad_accum_steps ({config.grad_accum_steps})'
+    )
+  if 'data' not in config or 'source' not in config.data:
+    raise ValueError('config key data.source is missing (see gato_jax/data/__init__.py)')
+  if 'mesh' not in config:
+    raise ValueError('config key mesh is missing (mesh.data, mesh.fsdp, mesh.tensor)')
+  validate_model_config(config.model)
+  optimizer.validate_config(config)
+  sharding.mesh_shape(config, jax.device_count())  # Raises naming mesh.* keys.
+  mesh = sharding.make_mesh(config)
+  rules = config.axis_rules
+  distributed.check_batch_divides(config.batch_size, mesh, rules)
+  micro = config.batch_size // config.grad_accum_steps
+  try:
+    distributed.check_batch_divides(micro, mesh, rules)
+  except ValueError as e:
+    raise ValueError(
+      f'with config key grad_accum_steps={config.grad_accum_steps}, each '
+      f'micro-batch has {micro} sequences: {e}'
+    ) from None
+
+
+# ----------------------------------------------------------------------------------------
+# Parameters and optimizer state, born sharded
+# ----------------------------------------------------------------------------------------
+
+
+def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict) -> None:
+  """Fails when FSDP was asked for but a large parameter is whole on every device.
+
+  A rule that never uses `fsdp`, or a dimension that the fsdp axis does not divide, would
+  silently cost each device the full parameter and its two Adam moments.
+  """
+  if mesh.shape['fsdp'] == 1:
+    return
+  replicated = [
+    f'{"/".join(map(str, path))} {x.shape}'
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    if x.size >= config.fsdp_min_param_size and x.sharding.is_fully_replicated
+  ]
+  if replicated:
+    why = sharding.unsplit_parameters(params, mesh, config.axis_rules)
+    raise ValueError(
+      f'config asks for mesh.fsdp={mesh.shape["fsdp"]} but {len(replicated)} parameters of '
+      f'at least fsdp_min_param_size={config.fsdp_min_param_size} elements are replicated: '
+      f'{replicated[:5]}; check config.axis_rules. Splits the shapes do not allow: {why[:5]}'
+    )
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
+):
+  """(graphdef, params, rest, opt_state, param shardings, opt shardings), all sharded."""
+  rules = config.axis_rules
+  model = sharding.create_sharded(lambda: from_config(config, nnx.Rngs(config.seed)), mesh, rules)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  param_shardings = jax.tree.map(lambda x: x.sharding, params)
+  check_fsdp(params, mesh, config)
+
+  # optax's step counts and other non-parameter leaves are replicated; moments mirror
+  # their parameter's sharding.
+  replicated = NamedSharding(mesh, PartitionSpec())
+  abstract_opt = jax.eval_shape(tx.init, params)
+  opt_shardings = optax.tree_map_params(
+    tx,
+    lambda _, s: s,
+    abstract_opt,
+    param_shardings,
+    transform_non_params=lambda _: replicated,
+  )
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+  return graphdef, params, rest, opt_state, param_shardings, opt_shardings
+
+
+# ----------------------------------------------------------------------------------------
+# The update step
+# ----------------------------------------------------------------------------------------
+
+
+def make_train_step(
+  config: ml_collections.ConfigDict,
+  graphdef: nnx.GraphDef,
+  rest: nnx.State,
+  tx: optax.GradientTransformation,
+):
+  """One optimizer update on a global batch, split into `grad_accum_steps` micro-batches.
+
+  Micro-batch gradients are of summed (not mean) cross-entropy, divided once by the total
+  number of targets, so accumulation gives the gradient of the whole batch's mean loss.
+  """
+  accum = config.grad_accum_steps
+  base_key = jax.random.key(config.seed)
+
+  def summed_loss(params, batch, key):
+    model = nnx.merge(graphdef, params, rest)
+    logits = model(batch, key=key)
+    loss, m = next_token_loss(logits, batch['tokens'], batch['kinds'], batch.get('loss_mask'))
+    sums = {
+      'nll': loss * m['targets'],
+      'targets': m['targets'],
+      'correct': m['accuracy'] * m['targets'],
+    }
+    for kind in KIND_NAMES:
+      for stat in ('nll', 'correct', 'count'):
+        sums[f'{stat}/{kind}'] = m[f'{stat}/{kind}']
+    return sums['nll'], sums
+
+  grad_fn = jax.grad(summed_loss, has_aux=True)
+
+  def step_fn(params, opt_state, batch, step):
+    key = jax.random.fold_in(base_key, step)
+    if accum == 1:
+      grads, sums = grad_fn(params, batch, key)
+    else:
+      # Rows i, i + accum, ... form micro-batch i: each stays spread over every data shard.
+      def split(x):
+        x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+        return x
+
+      micro = jax.tree.map(split, batch)
+
+      def body(carry, inputs):
+        index, mb = inputs
+        mb = {k: sharding.constrain(v, ('batch',) + (None,) * (v.ndim - 1)) for k, v in mb.items()}
+        g, s = grad_fn(params, mb, jax.random.fold_in(key, index))
+        return jax.tree.map(jnp.add, carry, (g, s)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, key))
+      (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+    targets = jnp.maximum(sums['targets'], 1.0)
+    grads = jax.tree.map(lambda g: g / targets, grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    out = {
+      'loss': sums['nll'] / targets,
+      'accuracy': sums['correct'] / targets,
+      'grad_norm': optax.tree.norm(grads),
+      'targets': sums['targets'],
+    }
+    for kind in KIND_NAMES:
+      count = sums[f'count/{kind}']
+      out[f'loss/{kind}'] = sums[f'nll/{kind}'] / jnp.maximum(count, 1.0)
+      out[f'accuracy/{kind}'] = sums[f'correct/{kind}'] / jnp.maximum(count, 1.0)
+      out[f'count/{kind}'] = count
+    return params, opt_state, out
+
+  return step_fn
+
+
+# ----------------------------------------------------------------------------------------
+# Input pipeline
+# ----------------------------------------------------------------------------------------
+
+
+def make_data(config: ml_collections.ConfigDict, seed: int | None = None) -> data.DataIterator:
+  """This process's iterator over its shard; `batch_size / process_count` rows a step."""
+  return data.make_iterator(
+    config,
+    batch_size=config.batch_size // jax.process_count(),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    seed=seed,
+  )
+
+
+def reseeded(seed: int, step: int) -> int:
+  """A fresh data seed for a run that cannot continue the saved stream."""
+  return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] % 2**31)
+
+
+# ----------------------------------------------------------------------------------------
+# Stopping: preemption and bad losses
+# ----------------------------------------------------------------------------------------
+
+
+class Preemption:
+  """SIGTERM -> save at the next step and exit 0.
+
+  With several processes JAX's distributed runtime already catches SIGTERM and agrees on
+  a step every process reaches (Orbax's `reached_preemption`); one process on its own
+  has no runtime, so this handler stands in.
+  """
+
+  def __init__(self, checkpoints: checkpointing.Checkpoints):
+    self.checkpoints = checkpoints
+    self.signalled = False
+    self._previous = None
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame) -> None:
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint at the next step, then exiting')
+    self.signalled = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self.checkpoints.reached_preemption(step)
+    return self.signalled
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+      f'loss is {loss} at step {step}; stopping. The last good checkpoint is step '
+      f'{last_checkpoint} (nothing after the last finite step was saved)'
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# The train loop
+# ----------------------------------------------------------------------------------------
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done."""
+  validate_config(config)
+  mesh = sharding.make_mesh(config)
+  rules = config.axis_rules
+  logging.info(
+    'mesh %s over %d devices, %d processes',
+    dict(mesh.shape),
+    jax.device_count(),
+    jax.process_count(),
+  )
+
+  tx = optimizer.make_optimizer(config)
+  schedule = optimizer.learning_rate_schedule(config)
+  graphdef, params, rest, opt_state, param_sh, opt_sh = create_train_state(config, mesh, tx)
+  logging.info('%s parameters', f'{sum(x.size for x in jax.tree.leaves(params)):,}')
+
+  iterator = make_data(config)
+  checkpoints = checkpointing.Checkpoints(
+    workdir, config.keep_checkpoints, asynchronous=config.async_checkpointing
+  )
+  step = 0
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    opt_state, meta = checkpoints.restore(latest, params, opt_state)
+    step = latest
+    try:
+      checkpoints.restore_data(latest, iterator)
+    except FileNotFoundError as e:
+      # Another process count reads other shards: the saved positions mean nothing here.
+      seed = reseeded(config.seed, step)
+      logging.warning(
+        'cannot continue the data stream (%s); restarting it with seed %d. '
+        'Resume is exact only on the same process count.',
+        e,
+        seed,
+      )
+      iterator = make_data(config, seed=seed)
+    logging.info(
+      'resumed from step %d (saved on mesh %s by %d processes)',
+      step,
+      meta['mesh'],
+      meta['process_count'],
+    )
+
+  batch_shardings = {
+    k: distributed.batch_sharding(mesh, rules, len(spec.shape))
+    for k, spec in iterator.element_spec.items()
+  }
+  with sharding.axis_rules(mesh, rules):
+    train_step = jax.jit(
+      make_train_step(config, graphdef, rest, tx),
+      in_shardings=(param_sh, opt_sh, batch_shardings, None),
+      out_shardings=(param_sh, opt_sh, NamedSharding(mesh, PartitionSpec())),
+      donate_argnums=(0, 1),
+    )
+
+  tokens_per_step = config.batch_size * config.model.max_length
+  vocab_rows = -(-tokenizer.layout_from_config(config).vocab_size // config.model.vocab_multiple)
+  flops = metrics.flops_per_token(
+    config, config.model.max_length, vocab_rows * config.model.vocab_multiple
+  )['total']
+  peak = metrics.peak_flops(config.peak_flops)
+  writer = metrics.MetricWriter(workdir, config.total_steps, step)
+  preemption = Preemption(checkpoints)
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  last_saved = latest
+  interval_start, interval_steps = time.perf_counter(), 0
+
+  def flush() -> None:
+    """Fetches the pending steps' metrics: every loss checked, logged steps written."""
+    nonlocal interval_start, interval_steps
+    fetched = jax.device_get(pending)
+    pending.clear()
+    seconds = (time.perf_counter() - interval_start) / max(interval_steps, 1)
+    interval_start, interval_steps = time.perf_counter(), 0
+    for s, m in fetched:
+      check_finite(s, float(m['loss']), last_saved)
+      if s % config.log_every_steps and s != config.total_steps:
+        continue
+      scalars = {
+        'loss': m['loss'],
+        'accuracy': m['accuracy'],
+        'grad_norm': m['grad_norm'],
+        'learning_rate': schedule(s - 1),
+        'step_time_s': seconds,
+        'tokens_per_s': tokens_per_step / seconds,
+      }
+      if peak:
+        scalars['mfu'] = tokens_per_step * flops / seconds / peak
+      for kind in KIND_NAMES:
+        if m[f'count/{kind}'] > 0:
+          scalars[f'loss/{kind}'] = m[f'loss/{kind}']
+          scalars[f'accuracy/{kind}'] = m[f'accuracy/{kind}']
+      writer.write(s, scalars)
+
+  try:
+    with sharding.axis_rules(mesh, rules):
+      while step < config.total_steps:
+        batch = distributed.global_batch(next(iterator), mesh, rules)
+        params, opt_state, step_metrics = train_step(params, opt_state, batch, step)
+        step += 1
+        interval_steps += 1
+        pending.append((step, step_metrics))
+        preempted = preemption.reached(step)
+        save = step % config.checkpoint_every_steps == 0 or step == config.total_steps or preempted
+        if save or step % config.log_every_steps == 0:
+          flush()  # Before a save, so that a NaN step is never checkpointed.
+        if save:
+          checkpoints.save(
+            step, params, opt_state, iterator, checkpointing.meta(step, config, mesh)
+          )
+          last_saved = step
+        if preempted:
+          logging.warning('preempted: saved step %d, exiting', step)
+          break
+      flush()
+  finally:
+    checkpoints.close()  # Waits for an in-flight save: the last good checkpoint completes.
+    writer.close()
+    preemption.close()
+  return step
+
+
+class _QuietOrbax:
+  """Drops Orbax's INFO records (several per save) so that the progress line stays readable."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > pylogging.INFO or '/orbax/' not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

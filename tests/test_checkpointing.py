@@ -1,0 +1,121 @@
+"""Checkpoints: restore onto other meshes, only complete steps count, clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import optax
+import pytest
+import tiny_train_config
+from flax import nnx
+
+from gato_jax import checkpointing, data, sharding
+from gato_jax.model import from_config
+
+
+def mesh_config(data_axis: int, fsdp: int, tensor: int):
+  config = tiny_train_config.get_config()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data_axis, fsdp, tensor
+  return config
+
+
+def sharded_state(config, seed: int):
+  mesh = sharding.make_mesh(config)
+  model = sharding.create_sharded(
+    lambda: from_config(config, nnx.Rngs(seed)), mesh, config.axis_rules
+  )
+  params = nnx.state(model, nnx.Param)
+  tx = optax.adam(1e-3)
+  opt_state = jax.jit(tx.init)(params)
+  # One update, so that the moments are not zeros that any restore would reproduce.
+  grads = jax.tree.map(lambda x: x * 0.5 + 0.1, params)
+  _, opt_state = jax.jit(tx.update)(grads, opt_state, params)
+  return mesh, model, params, opt_state
+
+
+def leaves(tree):
+  return [np.asarray(x) for x in jax.device_get(jax.tree.leaves(tree))]
+
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory):
+  """Step 5 saved from a (2, 2, 2) mesh, with the data iterator two batches in."""
+  workdir = str(tmp_path_factory.mktemp('saved'))
+  config = mesh_config(2, 2, 2)
+  mesh, _, params, opt_state = sharded_state(config, seed=0)
+  assert params['embedder']['tokens'].get_value().sharding.spec[1] == 'fsdp'
+  iterator = data.make_iterator(config, 4)
+  next(iterator), next(iterator)
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  checkpoints.save(5, params, opt_state, iterator, checkpointing.meta(5, config, mesh))
+  checkpoints.close()
+  return workdir, config, leaves(params), leaves(opt_state), next(iterator)
+
+
+@pytest.mark.parametrize('shape', [(8, 1, 1), (1, 1, 1)])
+def test_restore_onto_another_mesh_gives_the_same_values(saved, shape):
+  workdir, config, params_saved, opt_saved, next_batch = saved
+  target_config = mesh_config(*shape)
+  devices = jax.devices()[: int(np.prod(shape))]
+  mesh = sharding.make_mesh(target_config, devices)
+  model = sharding.create_sharded(
+    lambda: from_config(target_config, nnx.Rngs(7)), mesh, target_config.axis_rules
+  )
+  params = nnx.state(model, nnx.Param)
+  opt_state = jax.jit(optax.adam(1e-3).init)(params)
+  assert not all(np.array_equal(a, b) for a, b in zip(leaves(params), params_saved, strict=True))
+
+  target_shardings = [x.sharding for x in jax.tree.leaves(params)]
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  restored_opt, meta = checkpoints.restore(5, params, opt_state)
+  iterator = data.make_iterator(config, 4)
+  checkpoints.restore_data(5, iterator)
+  checkpoints.close()
+  for a, b in zip(leaves(params), params_saved, strict=True):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(leaves(restored_opt), opt_saved, strict=True):
+    np.testing.assert_array_equal(a, b)
+  # Restored arrays live on the new mesh, not the one that saved them.
+  assert [x.sharding for x in jax.tree.leaves(params)] == target_shardings
+  for x in jax.tree.leaves(restored_opt):
+    assert x.sharding.device_set <= set(devices)
+  assert meta['mesh'] == {'data': 2, 'fsdp': 2, 'tensor': 2} and meta['step'] == 5
+  # The data stream continues with the batch the saving run would have read next.
+  for key, value in next(iterator).items():
+    np.testing.assert_array_equal(value, next_batch[key])
+
+  # The evaluator's path: parameters only, into a model in place.
+  model = from_config(target_config, nnx.Rngs(9))
+  checkpointing.restore_params(workdir, 5, model)
+  for a, b in zip(leaves(nnx.state(model, nnx.Param)), params_saved, strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert checkpointing.read_config(workdir, 5).model.max_length == 32
+
+
+def test_a_checkpoint_interrupted_mid_write_is_never_picked(saved, tmp_path):
+  workdir = str(tmp_path)
+  shutil.copytree(saved[0], workdir, dirs_exist_ok=True)
+  ckpt = checkpointing.checkpoint_dir(workdir)
+  # What a kill during the write of step 7 leaves on a local disk: Orbax's tmp directory.
+  shutil.copytree(os.path.join(ckpt, '5'), os.path.join(ckpt, '7.orbax-checkpoint-tmp'))
+  os.remove(os.path.join(ckpt, '7.orbax-checkpoint-tmp', 'commit_success.txt'))
+  assert checkpointing.complete_steps(workdir) == [5]
+  with pytest.raises(FileNotFoundError, match='no complete checkpoint for step 7'):
+    checkpointing.restore_params(workdir, 7, from_config(saved[1], nnx.Rngs(0)))
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  assert checkpoints.latest_step() == 5
+  checkpoints.close()
+  assert not os.path.exists(os.path.join(ckpt, '7.orbax-checkpoint-tmp'))  # Cleaned up.
+
+
+def test_a_checkpoint_without_params_names_the_path(saved, tmp_path):
+  workdir = str(tmp_path)
+  shutil.copytree(saved[0], workdir, dirs_exist_ok=True)
+  params_dir = os.path.join(checkpointing.step_dir(workdir, 5), 'params')
+  shutil.rmtree(params_dir)
+  with pytest.raises(FileNotFoundError, match=f"no 'params' item: {params_dir}"):
+    checkpointing.restore_params(workdir, 5, from_config(saved[1], nnx.Rngs(0)))
+  assert checkpointing.complete_steps(str(tmp_path / 'nowhere')) == []

@@ -1,0 +1,321 @@
+"""The evaluator end to end: references score 100% and 0%, checkpoints are scored and watched."""
+
+import json
+import os
+import threading
+import time
+
+import gymnasium as gym
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+from configs import common, demo
+from data_pipelines import episodes
+from gato_jax import checkpointing, envs, evaluator, policy, scores
+from gato_jax import tokenizer as tok
+from gato_jax.envs import specs
+from gato_jax.envs.wrappers import model_inputs
+from gato_jax.model import from_config
+
+# One task per domain; every episode is capped at MAX_STEPS, datasets and evaluation alike.
+TASKS = ('cartpole', 'babyai_gotoredball', 'metaworld_reach')
+MAX_STEPS = 100
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('episodes'))
+  for task in TASKS:
+    episodes.generate(task, directory, episodes=4, max_steps=MAX_STEPS, random_episodes=8)
+  return directory
+
+
+def make_config(data_dir, tasks=TASKS, **overrides):
+  config = demo.get_config()
+  config.data.data_dir = data_dir
+  config.data.max_episode_steps = MAX_STEPS
+  config.eval = common.eval_config(tasks=','.join(tasks), **overrides)
+  evaluator.validate(config)
+  return config
+
+
+def test_expert_scores_near_100_and_random_near_0(data_dir):
+  config = make_config(data_dir, episodes=8, batch_size=4)
+  expert = evaluator.evaluate(config, None, 'expert')
+  for task in TASKS:
+    r = expert['tasks'][task]
+    assert r['episodes'] == 8 and r['failed_episodes'] == 0, r
+    assert 80.0 <= r['normalized_score'] <= 110.0, (task, r)
+    assert r['ci95'] is not None and r['ci95'] >= 0.0
+  assert expert['aggregate']['tasks_above']['all'][scores.THRESHOLDS.index(80)] == 3
+
+  # BabyAI's random walk sometimes reaches the ball in 100 steps: too noisy for 8 episodes.
+  config = make_config(data_dir, tasks=('cartpole', 'metaworld_reach'), episodes=8, batch_size=8)
+  random = evaluator.evaluate(config, None, 'random')
+  for task, r in random['tasks'].items():
+    assert abs(r['normalized_score']) <= 15.0, (task, r)
+  assert random['aggregate']['tasks_above']['all'][scores.THRESHOLDS.index(50)] == 0
+
+
+def test_summary_normalizes_with_the_dataset_references():
+  results = [
+    policy.EpisodeResult(seed=i, episode_return=v, steps=10)
+    for i, v in enumerate([100.0, 120.0, 140.0])
+  ] + [policy.EpisodeResult(9, 0.0, 3, failed=True, error='boom')]
+  summary = evaluator.summarize(
+    'cartpole', results, {'expert_return': 220.0, 'random_return': 20.0}
+  )
+  assert summary['mean_return'] == 120.0 and summary['episodes'] == 3
+  assert summary['failed_episodes'] == 1 and summary['failures'][0]['error'] == 'boom'
+  assert summary['normalized_score'] == 50.0
+  # Student-t, 2 degrees of freedom: 4.303 * 20 / sqrt(3).
+  assert summary['ci95'] == pytest.approx(4.3027 * 20.0 / np.sqrt(3), rel=1e-4)
+  assert summary['normalized_ci95'] == pytest.approx(summary['ci95'] / 2.0)
+  flat = evaluator.summarize('cartpole', results[:1], {'expert_return': 1.0, 'random_return': 1.0})
+  assert flat['normalized_score'] is None and 'expert > random' in flat['note']
+
+
+def test_tasks_above_counts_per_domain():
+  counts = scores.tasks_above(
+    {'a': 120.0, 'b': 50.0, 'c': 10.0}, {'a': 'x', 'b': 'x', 'c': 'y'}, thresholds=(0, 50, 100)
+  )
+  assert counts == {'all': [3, 2, 1], 'x': [2, 2, 1], 'y': [1, 0, 0]}
+
+
+# ----------------------------------------------------------------------------------------
+# The policy loop with a tiny model
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def small_context_model():
+  config = demo.get_config()
+  config.model.max_length = 36  # Cartpole's 6-token timesteps slide every 3 steps.
+  return from_config(config, nnx.Rngs(0)), tok.layout_from_config(config)
+
+
+class Recording:
+  """A policy that keeps what the policy it wraps returned."""
+
+  def __init__(self, actor):
+    self.actor, self.actions = actor, []
+
+  def begin(self, envs_, seeds):
+    self.actor.begin(envs_, seeds)
+
+  def act(self, observations):
+    self.actions.append(self.actor.act(observations))
+    return self.actions[-1]
+
+
+def test_cached_and_uncached_sampling_take_the_same_actions(small_context_model, data_dir):
+  model, layout = small_context_model
+  task_tokenizer = specs.get_spec('cartpole').tokenizer(layout)
+  demos = evaluator.demonstrations('cartpole', data_dir, 2, {}, 0.0)
+  runs = {}
+  for use_cache in (True, False):
+    options = policy.SamplingOptions(temperature=0.0, use_cache=use_cache, prompt_tokens=12)
+    actor = policy.GatoPolicy(model, task_tokenizer, demos, options)
+    recording = Recording(actor)
+    results = policy.run_episodes(
+      'cartpole', task_tokenizer, recording, episodes=6, batch_size=3, seed=7, max_steps=20
+    )
+    runs[use_cache] = (
+      np.concatenate(recording.actions),
+      [(r.episode_return, r.steps) for r in results],
+      actor,
+    )
+  (cached, cached_results, actor), (uncached, uncached_results, _) = runs[True], runs[False]
+  assert actor.slides >= 2  # The context passed L = 36 and slid, more than once.
+  np.testing.assert_array_equal(cached, uncached)
+  assert cached_results == uncached_results
+  assert cached.min() >= layout.discrete_offset and cached.max() < layout.discrete_offset + 2
+
+
+def test_sampling_stays_in_the_action_range_at_any_temperature():
+  config = demo.get_config()
+  model, layout = from_config(config, nnx.Rngs(0)), tok.layout_from_config(config)
+  task_tokenizer = specs.get_spec('metaworld_reach').tokenizer(layout)
+  options = policy.SamplingOptions(temperature=5.0, prompt_mode='none')
+  actor = policy.GatoPolicy(model, task_tokenizer, [], options, seed=3)
+  results = policy.run_episodes(
+    'metaworld_reach', task_tokenizer, actor, episodes=2, batch_size=2, seed=0, max_steps=3
+  )
+  assert [r.steps for r in results] == [3, 3] and not any(r.failed for r in results)
+  tokens = np.concatenate(
+    [
+      c.inputs()['tokens'][c.inputs()['kinds'] == tok.TokenKind.ACTION_CONTINUOUS]
+      for c in actor.contexts
+    ]
+  )
+  start, stop = layout.action_token_range('continuous')
+  assert tokens.size == 2 * 3 * 4 and tokens.min() >= start and tokens.max() < stop
+  assert len(np.unique(tokens)) > 4  # Hot sampling spreads over the bins.
+
+
+def test_demonstration_prompt_takes_whole_timesteps_from_the_end_or_uniformly(data_dir):
+  task_tokenizer = specs.get_spec('cartpole').tokenizer(tok.TokenLayout(512))
+  (observations, actions), *_ = evaluator.demonstrations('cartpole', data_dir, 1, {}, 0.0)
+  everything = model_inputs(task_tokenizer.tokenize_steps(observations, actions))
+  rng = np.random.default_rng(0)
+  end = policy.demonstration_prompt(task_tokenizer, observations, actions, 20, 'end', rng)
+  assert len(end['tokens']) == 18  # Three 6-token timesteps fit in 20.
+  np.testing.assert_array_equal(end['tokens'], everything['tokens'][-18:])
+  starts = set()
+  for _ in range(20):
+    window = policy.demonstration_prompt(task_tokenizer, observations, actions, 20, 'uniform', rng)[
+      'tokens'
+    ]
+    start = next(
+      i
+      for i in range(0, len(everything['tokens']), 6)
+      if np.array_equal(everything['tokens'][i : i + 18], window)
+    )
+    starts.add(start)
+  assert len(starts) > 5
+  none = policy.demonstration_prompt(task_tokenizer, observations, actions, 20, 'none', rng)
+  assert len(none['tokens']) == 0
+
+
+def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
+  made = []
+
+  class Flaky(gym.Wrapper):
+    """Raises at the 3rd step of seed 101's episode; otherwise the real env."""
+
+    def __init__(self, task, seed):
+      super().__init__(envs.make_env(task, seed))
+      self.seed, self.steps = None, 0
+      made.append(seed)
+
+    def reset(self, *, seed=None, options=None):
+      self.seed, self.steps = seed, 0
+      return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+      self.steps += 1
+      if self.seed == 101 and self.steps == 3:
+        raise RuntimeError('simulator exploded')
+      return self.env.step(action)
+
+  task_tokenizer = specs.get_spec('cartpole').tokenizer(tok.TokenLayout(512))
+  actor = policy.EnvPolicy(task_tokenizer, 'expert')
+  results = policy.run_episodes(
+    'cartpole',
+    task_tokenizer,
+    actor,
+    episodes=3,
+    batch_size=2,
+    seed=100,
+    max_steps=10,
+    make_env=Flaky,
+  )
+  failed = [r for r in results if r.failed]
+  assert len(failed) == 1 and failed[0].seed == 101 and failed[0].steps == 2
+  assert 'simulator exploded' in failed[0].error
+  assert sorted(r.seed for r in results if not r.failed) == [100, 102, 103]
+  assert made == [100, 101, 103]  # Row 1's env, which failed, was made again for seed 103.
+  summary = evaluator.summarize('cartpole', results, {'expert_return': 10.0, 'random_return': 0.0})
+  assert summary['episodes'] == 3 and summary['failed_episodes'] == 1
+  with pytest.raises(RuntimeError, match='max_failures=0.*simulator exploded'):
+    policy.run_episodes(
+      'cartpole',
+      task_tokenizer,
+      actor,
+      episodes=3,
+      batch_size=2,
+      seed=100,
+      max_steps=10,
+      make_env=Flaky,
+      max_failures=0,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------
+
+
+def save_params(workdir, step, model, meta=None):
+  path = os.path.join(checkpointing.step_dir(str(workdir), step))
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(path, 'params'), nnx.state(model, nnx.Param).to_pure_dict())
+  if meta is not None:
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+      checkpointer.save(os.path.join(path, 'meta'), meta)
+
+
+def test_a_checkpoint_is_restored_and_scored_on_three_domains(data_dir, tmp_path):
+  config = make_config(data_dir, episodes=2, batch_size=2, max_steps=6, prompt_tokens=48)
+  trained = from_config(config, nnx.Rngs(1))
+  save_params(tmp_path, 5, trained, {'step': 5, 'config': config.to_dict()})
+  model = evaluator.make_model(config)
+  result = evaluator.evaluate_checkpoint(config, str(tmp_path), 5, model)
+  restored = jax.tree.leaves(nnx.state(model, nnx.Param))
+  for a, b in zip(restored, jax.tree.leaves(nnx.state(trained, nnx.Param)), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+  with open(tmp_path / 'eval' / '5.json') as f:
+    written = json.load(f)
+  assert written['step'] == 5 and set(written['tasks']) == set(TASKS)
+  assert {r['domain'] for r in written['tasks'].values()} == {'classic', 'babyai', 'metaworld'}
+  for task, r in written['tasks'].items():
+    assert r['episodes'] == 2 and r['failed_episodes'] == 0 and len(r['returns']) == 2, task
+    assert all(0 < s <= 6 for s in r['episode_steps'])
+    assert np.isfinite(r['mean_return']) and np.isfinite(r['normalized_score'])
+    assert r['mean_return'] == pytest.approx(np.mean(r['returns']))
+  assert written['aggregate'] == result['aggregate']
+  assert len(written['aggregate']['tasks_above']['all']) == len(scores.THRESHOLDS)
+  assert written['aggregate']['tasks_above']['all'][0] >= 0
+  assert (tmp_path / 'eval' / '5.png').stat().st_size > 1000
+  assert os.listdir(tmp_path / 'tensorboard' / 'eval')
+
+
+def test_a_checkpoint_of_another_model_is_refused(data_dir, tmp_path):
+  config = make_config(data_dir)
+  other = demo.get_config()
+  other.model.d_model = 64
+  save_params(tmp_path, 3, from_config(other, nnx.Rngs(0)), {'step': 3, 'config': other.to_dict()})
+  with pytest.raises(ValueError, match='model.d_model: checkpoint 64, config 128'):
+    evaluator.evaluate_checkpoint(config, str(tmp_path), 3, evaluator.make_model(config))
+
+
+def test_missing_params_fail_clearly_and_the_watcher_moves_on(data_dir, tmp_path):
+  config = make_config(
+    data_dir, tasks=('cartpole',), episodes=1, batch_size=1, max_steps=2, prompt_tokens=12
+  )
+  model = evaluator.make_model(config)
+  os.makedirs(checkpointing.step_dir(str(tmp_path), 7) + '/meta')  # A step without params.
+  with pytest.raises(FileNotFoundError, match="no 'params' item"):
+    evaluator.evaluate_checkpoint(config, str(tmp_path), 7, model)
+  save_params(tmp_path, 9, model)
+  assert evaluator.watch(config, str(tmp_path), model, last_step=9) == [7, 9]
+  with open(tmp_path / 'eval' / '7.json') as f:
+    assert "no 'params' item" in json.load(f)['error']
+  assert (tmp_path / 'eval' / '9.json').exists()
+  assert evaluator.pending_steps(str(tmp_path)) == []  # A restarted watcher skips both.
+
+
+def test_a_checkpoint_being_written_is_waited_for(tmp_path):
+  checkpoints = checkpointing.checkpoint_dir(str(tmp_path))
+  writing = os.path.join(checkpoints, '4.orbax-checkpoint-tmp-1234')
+  os.makedirs(os.path.join(writing, 'params'))
+
+  def finish():
+    time.sleep(1.0)
+    os.rename(writing, os.path.join(checkpoints, '4'))
+
+  thread = threading.Thread(target=finish)
+  start = time.monotonic()
+  thread.start()
+  evaluator.wait_for_step(str(tmp_path), 4, timeout=30.0, poll=0.1)
+  thread.join()
+  assert time.monotonic() - start >= 1.0
+  with pytest.raises(FileNotFoundError, match=r'complete steps: \[4\]'):
+    evaluator.wait_for_step(str(tmp_path), 8, timeout=30.0, poll=0.1)
+  os.makedirs(os.path.join(checkpoints, '6.orbax-checkpoint-tmp-99'))
+  with pytest.raises(TimeoutError, match='still being written'):
+    evaluator.wait_for_step(str(tmp_path), 6, timeout=0.2, poll=0.1)
