@@ -26,12 +26,6 @@ from ml_collections import config_flags
 from benchmarks import report
 from gato_jax import data, tokenizer
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Experiment config.')
-_BATCH = flags.DEFINE_integer('batch_size', 8, 'Sequences per host batch.')
-_BATCHES = flags.DEFINE_integer('batches', 30, 'Timed batches per row (after 3 warm-up).')
-_PER_TASK = flags.DEFINE_bool('per_task', True, 'Also measure every task of the mixture alone.')
-_JSON = flags.DEFINE_string('json_out', 'benchmarks/results/pipeline.json', 'Output JSON.')
-
 
 def measure(config: Any, batch_size: int, batches: int, warmup: int = 3) -> dict[str, Any]:
   """One row: the stream of `config.data.mixture` (a mixture or a single task)."""
@@ -59,26 +53,33 @@ def measure(config: Any, batch_size: int, batches: int, warmup: int = 3) -> dict
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  config = _CONFIG.value
+  args = flags.FLAGS
+  config = args.config
   mixture = config.data.mixture
-  rows = [measure(config, _BATCH.value, _BATCHES.value)]  # Generates missing data first.
-  if _PER_TASK.value:
+  rows = [measure(config, args.batch_size, args.batches)]  # Generates missing data first.
+  if args.per_task:
     provider = seqio.get_mixture_or_task(mixture)
     members = provider.tasks if isinstance(provider, seqio.Mixture) else []
     for task in members:
       config.data.mixture = task.name
-      rows.append(measure(config, _BATCH.value, max(5, _BATCHES.value // 3)))
+      rows.append(measure(config, args.batch_size, max(5, args.batches // 3)))
   report.emit(
     'pipeline',
     f'training-ready tokens/s, mixture {mixture}, L={config.model.max_length}, '
-    f'batch {_BATCH.value}',
+    f'batch {args.batch_size}',
     rows,
-    _JSON.value,
+    args.json_out,
     mixture=mixture,
     sequence_length=config.model.max_length,
-    batch_size=_BATCH.value,
+    batch_size=args.batch_size,
   )
 
 
 if __name__ == '__main__':
+  # Flags only for the command line: tests import measure() next to other tools' flags.
+  config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Experiment config.')
+  flags.DEFINE_integer('batch_size', 8, 'Sequences per host batch.')
+  flags.DEFINE_integer('batches', 30, 'Timed batches per row (after 3 warm-up).')
+  flags.DEFINE_bool('per_task', True, 'Also measure every task of the mixture alone.')
+  flags.DEFINE_string('json_out', 'benchmarks/results/pipeline.json', 'Output JSON.')
   app.run(main)

@@ -54,4 +54,7 @@ def paper_config(size: str) -> ml_collections.ConfigDict:
   # Paper scale (§4): batch 512 for 1M steps; checkpoints every 5,000 steps.
   config.update(common.train_config(
       total_steps=1_000_000, batch_size=512, checkpoint_every_steps=5_000, log_every_steps=100))
+  # Table 1's domain weights over the tasks here, plus C4 and COCO (prepared in data_dir).
+  config.data = common.data_config('gato_table1', data_dir='gs://YOUR_BUCKET/tensorflow_datasets')
+  config.eval = common.eval_config()  # 50 episodes per env task of the mixture (figure 5).
   return config

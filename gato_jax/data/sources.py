@@ -24,11 +24,11 @@ MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
 
 
 def dataset_returns(dataset: str, data_dir: str) -> tuple[float, float]:
-  """(expert return, random return) from the dataset's metadata.
+  """(expert return, random return) from the dataset's metadata.json.
 
   Unknown values are NaN: the filter then keeps every episode.
   """
-  meta = episodes.load(dataset, data_dir).info.metadata or {}
+  meta = episodes.read_metadata(dataset, data_dir)
   expert, random = meta.get('expert_return'), meta.get('random_return')
   return (
     math.nan if expert is None else float(expert),
