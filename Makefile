@@ -16,8 +16,12 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[envs,dev]'
 	touch $(STAMP)
 
+# The whole job on this machine: data generated on first use, a tiny Gato trained with
+# checkpoints in runs/demo/, the evaluator on the newest checkpoint (runs/demo/eval/).
+# Run again, it resumes: a finished run only re-evaluates.
 demo: $(STAMP)
-	$(PY) -m data_pipelines.inspect_tokens --config=configs/demo.py
+	$(PY) -m gato_jax.train --config=configs/demo.py --workdir=runs/demo
+	$(PY) -m gato_jax.evaluator --config=configs/demo.py --workdir=runs/demo --step=-1
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -26,6 +30,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.tokenize
 	$(PY) -m benchmarks.model --config=configs/demo.py
+	$(PY) -m benchmarks.pipeline --config=configs/demo.py
+	$(PY) -m benchmarks.checkpoint --config=configs/demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

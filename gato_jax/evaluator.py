@@ -514,7 +514,10 @@ def watch(
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run directory.')
 _STEP = flags.DEFINE_integer(
-  'step', None, 'Evaluate this checkpoint once and exit; without it, watch for new checkpoints.'
+  'step',
+  None,
+  'Evaluate this checkpoint once and exit (-1: the newest complete one); without it, watch '
+  'for new checkpoints.',
 )
 _POLICY = flags.DEFINE_enum(
   'policy', 'gato', POLICIES, "'gato' scores checkpoints; 'expert' or 'random' the references."
@@ -551,8 +554,14 @@ def main(argv: Sequence[str]) -> None:
     return
   model = make_model(config)
   if _STEP.value is not None:
-    wait_for_step(workdir, _STEP.value, config.eval.wait_seconds, config.eval.poll_seconds)
-    evaluate_checkpoint(config, workdir, _STEP.value, model)
+    step = _STEP.value
+    if step == -1:
+      steps = checkpointing.complete_steps(workdir)
+      if not steps:
+        raise app.UsageError(f'--step=-1: no complete checkpoint in {workdir}/checkpoints')
+      step = steps[-1]
+    wait_for_step(workdir, step, config.eval.wait_seconds, config.eval.poll_seconds)
+    evaluate_checkpoint(config, workdir, step, model)
     return
   last = config.get('total_steps')
   logging.info(

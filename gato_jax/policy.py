@@ -273,11 +273,14 @@ class GatoPolicy:
         f'L={self.length} minus a timestep of {self.per_step} tokens'
       )
     self.slide_to = slide_to // self.per_step * self.per_step  # Whole timesteps.
-    self.prompt_tokens = self.length // 4 if options.prompt_tokens == 0 else options.prompt_tokens
-    if not 0 < self.prompt_tokens <= room:
+    # The default matches training's prompts (a quarter of L in whole timesteps), so a task
+    # whose timestep is longer than that gets no prompt here either.
+    default = min(self.length // 4, room)
+    self.prompt_tokens = default if options.prompt_tokens == 0 else options.prompt_tokens
+    if not 0 <= self.prompt_tokens <= room:
       raise ValueError(
         f'task {spec.name!r}: config key eval.prompt_tokens={self.prompt_tokens} must be in '
-        f'[1, {room}], leaving room for the first timestep of {self.per_step} tokens'
+        f'[0, {room}], leaving room for the first timestep of {self.per_step} tokens'
       )
     if options.prompt_mode != 'none' and not demonstrations:
       raise ValueError(
