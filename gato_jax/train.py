@@ -35,14 +35,6 @@ from gato_jax.model import from_config
 from gato_jax.model import validate_config as validate_model_config
 from gato_jax.model.loss import METRIC_KINDS, next_token_loss
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and TensorBoard go here.')
-_COORDINATOR = flags.DEFINE_string(
-  'coordinator_address', '', 'host:port of process 0, for clusters JAX does not detect.'
-)
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the run (with the above).')
-_PROCESS_ID = flags.DEFINE_integer('process_id', -1, "This process's index (with the above).")
-
 KIND_NAMES = tuple(k.name.lower() for k in METRIC_KINDS)
 
 # ----------------------------------------------------------------------------------------
@@ -419,10 +411,23 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  train(_CONFIG.value, _WORKDIR.value)
+  f = flags.FLAGS
+  distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+  train(f.config, f.workdir)
+
+
+def define_flags() -> None:
+  """Only when run as a program: modules that import the trainer keep their own flags."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py).')
+  flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and TensorBoard go here.')
+  flags.DEFINE_string(
+    'coordinator_address', '', 'host:port of process 0, for clusters JAX does not detect.'
+  )
+  flags.DEFINE_integer('num_processes', 0, 'Processes in the run (with the above).')
+  flags.DEFINE_integer('process_id', -1, "This process's index (with the above).")
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  define_flags()
   app.run(main)

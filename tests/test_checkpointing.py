@@ -107,8 +107,13 @@ def test_a_checkpoint_interrupted_mid_write_is_never_picked(saved, tmp_path):
     checkpointing.restore_params(workdir, 7, from_config(saved[1], nnx.Rngs(0)))
   checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
   assert checkpoints.latest_step() == 5
+  # The resumed run reaches step 7 again: the leftover is cleared, the new save completes.
+  mesh, _, params, opt_state = sharded_state(saved[1], seed=1)
+  iterator = data.make_iterator(saved[1], 4)
+  checkpoints.save(7, params, opt_state, iterator, checkpointing.meta(7, saved[1], mesh))
   checkpoints.close()
-  assert not os.path.exists(os.path.join(ckpt, '7.orbax-checkpoint-tmp'))  # Cleaned up.
+  assert checkpointing.complete_steps(workdir) == [5, 7]
+  assert sorted(os.listdir(ckpt)) == ['5', '7']
 
 
 def test_a_checkpoint_without_params_names_the_path(saved, tmp_path):
