@@ -511,50 +511,54 @@ def watch(
 # The process
 # ----------------------------------------------------------------------------------------
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run directory.')
-_STEP = flags.DEFINE_integer(
-  'step',
-  None,
-  'Evaluate this checkpoint once and exit (-1: the newest complete one); without it, watch '
-  'for new checkpoints.',
-)
-_POLICY = flags.DEFINE_enum(
-  'policy', 'gato', POLICIES, "'gato' scores checkpoints; 'expert' or 'random' the references."
-)
-_IDLE = flags.DEFINE_float(
-  'idle_timeout',
-  None,
-  'Stop watching after this many seconds '
-  'without a new checkpoint (default: wait for config.total_steps).',
-)
-
-
 def make_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model on this process's first device, whatever mesh trained the checkpoints."""
   with jax.default_device(jax.local_devices()[0]):
     return from_config(config, nnx.Rngs(0))
 
 
+def define_flags() -> None:
+  """The command line's flags, defined only when this runs as a program, so that importing
+  the evaluator (tests, notebooks) does not claim --config next to another tool's."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'The training run directory.')
+  flags.DEFINE_integer(
+    'step',
+    None,
+    'Evaluate this checkpoint once and exit (-1: the newest complete one); without it, '
+    'watch for new checkpoints.',
+  )
+  flags.DEFINE_enum(
+    'policy', 'gato', POLICIES, "'gato' scores checkpoints; 'expert' or 'random' the references."
+  )
+  flags.DEFINE_float(
+    'idle_timeout',
+    None,
+    'Stop watching after this many seconds without a new checkpoint (default: wait for '
+    'config.total_steps).',
+  )
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  args = flags.FLAGS
+  config, workdir = args.config, args.workdir
   if config is None or not workdir:
     raise app.UsageError('--config and --workdir are required')
   validate(config)
-  if _POLICY.value != 'gato':
+  if args.policy != 'gato':
     result = {
       'step': None,
-      'policy': _POLICY.value,
+      'policy': args.policy,
       'time': time.time(),
       'eval_config': config.eval.to_dict(),
-      **evaluate(config, None, _POLICY.value),
+      **evaluate(config, None, args.policy),
     }
-    report(workdir, _POLICY.value, result)
+    report(workdir, args.policy, result)
     return
   model = make_model(config)
-  if _STEP.value is not None:
-    step = _STEP.value
+  if args.step is not None:
+    step = args.step
     if step == -1:
       steps = checkpointing.complete_steps(workdir)
       if not steps:
@@ -567,8 +571,9 @@ def main(argv: Sequence[str]) -> None:
   logging.info(
     'watching %s for checkpoints up to step %s', checkpointing.checkpoint_dir(workdir), last
   )
-  watch(config, workdir, model, last_step=last, idle_timeout=_IDLE.value)
+  watch(config, workdir, model, last_step=last, idle_timeout=args.idle_timeout)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -12,13 +12,11 @@ import collections
 import math
 
 import ml_collections
-from absl import app
+from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
 from gato_jax.model.gato import from_config
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 
 
 def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
@@ -58,8 +56,10 @@ def format_summary(config: ml_collections.ConfigDict) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  print(format_summary(_CONFIG.value))
+  print(format_summary(flags.FLAGS.config))
 
 
 if __name__ == '__main__':
+  # Defined only for the command line: tests import this module beside other tools.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   app.run(main)
