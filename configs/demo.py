@@ -28,8 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
   # Data (gato_jax/data/, data_pipelines/tasks.py): generated here on first use.
   config.data = common.data_config(
-      'gato_demo', data_dir='data/demo', generate_missing=True, episodes_per_task=10,
-      max_episode_steps=300, caption_examples=500)
+      'gato_demo', data_dir='data/demo', generate_missing=True, episodes_per_task=20,
+      max_episode_steps=300, caption_examples=500,
+      # Short episodes are cheap: more of them, so the model sees many starting states.
+      task_episodes='babyai_gotoredball=300,acrobot=60,mountaincar=60,cartpole=40')
   # Training (gato_jax/train.py): about 6 minutes on 2 CPU cores.
   config.update(common.train_config(
       total_steps=1000, batch_size=8, checkpoint_every_steps=200, log_every_steps=10))

@@ -117,8 +117,16 @@ seqio.MixtureRegistry.add(
   'gato_table1_offline',
   [*table1_rates(), ('gato_text_local', TEXT_WEIGHT), ('gato_shapes_captions', CAPTION_WEIGHT)],
 )
-# The CPU demo: one task from each of four domains (Atari for images) and captions.
-DEMO_TASKS = ('cartpole', 'babyai_gotoredball', 'metaworld_reach', 'atari_breakout')
+# The CPU demo: one task from each of the five domains (Atari for images), two more classic
+# control tasks whose experts a tiny model can imitate in minutes, and captions.
+DEMO_TASKS = (
+  'cartpole',
+  'acrobot',
+  'mountaincar',
+  'babyai_gotoredball',
+  'metaworld_reach',
+  'atari_breakout',
+)
 seqio.MixtureRegistry.add(
   'gato_demo', [*((task_name(t), 1.0) for t in DEMO_TASKS), ('gato_shapes_captions', 0.5)]
 )

@@ -283,3 +283,13 @@ def test_pipeline_benchmark_reports_real_token_counts(data_dir):
   assert row['stream'] == MIXTURE
   assert 0 < row['tokens/s'] <= row['positions/s']
   assert 0 <= row['pad share'] < 1 and 0 <= row['image share'] < 1
+
+
+def test_task_episodes_override_the_default_and_reject_bad_entries(data_dir):
+  config = make_config(data_dir, task_episodes='cartpole=40, babyai_gotoredball=300')
+  assert pipeline.episode_counts(config.data) == {'cartpole': 40, 'babyai_gotoredball': 300}
+  for bad in ('cartpole', 'cartpole=0', 'cartpole=x'):
+    with pytest.raises(ValueError, match='data.task_episodes'):
+      pipeline.episode_counts(make_config(data_dir, task_episodes=bad).data)
+  with pytest.raises(ValueError, match='no_such_task'):
+    pipeline.episode_counts(make_config(data_dir, task_episodes='no_such_task=3').data)

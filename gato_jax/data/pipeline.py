@@ -29,6 +29,20 @@ def _prepared(path: str) -> bool:
   return tf.io.gfile.exists(f'{path}/dataset_info.json')
 
 
+def episode_counts(data: Any) -> dict[str, int]:
+  """`data.task_episodes` ('task=n,task=n'): episodes to generate, where not the default."""
+  counts = {}
+  for item in filter(None, (data.get('task_episodes', '') or '').split(',')):
+    task, _, n = item.partition('=')
+    if not n.strip().isdigit() or int(n) <= 0:
+      raise ValueError(
+        f"config key data.task_episodes: {item!r} is not 'task=<episodes>' with episodes > 0"
+      )
+    specs.get_spec(task.strip())  # An unknown task raises, listing the known ones.
+    counts[task.strip()] = int(n)
+  return counts
+
+
 def ensure_datasets(config: Any, process_index: int = 0) -> None:
   """Generates the mixture's missing episode and caption datasets (process 0 only).
 
@@ -39,6 +53,7 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
   from data_pipelines import captions, episodes, tasks  # noqa: PLC0415
 
   data, mixture = config.data, config.data.mixture
+  counts = episode_counts(data)
   episode_sources = {f'episodes {s.dataset}': s for s in tasks.episode_sources(mixture)}
   needed = {
     what: episodes.dataset_dir(s.dataset, data.data_dir) for what, s in episode_sources.items()
@@ -80,7 +95,7 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
         source.task,
         data.data_dir,
         policy=source.policy,
-        episodes=data.episodes_per_task,
+        episodes=counts.get(source.task, data.episodes_per_task),
         seed=config.seed,
         max_steps=data.max_episode_steps or None,
         random_episodes=data.random_episodes,
