@@ -30,7 +30,7 @@ explains every field.
 
 from __future__ import annotations
 
-import glob
+import io
 import itertools
 import json
 import math
@@ -42,6 +42,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
@@ -288,10 +289,10 @@ def result_path(workdir: str, name: str | int) -> str:
 
 def write_json(path: str, result: dict[str, Any]) -> None:
   """Written to a temporary name and renamed: whoever reads eval/ never sees half a file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
+  tf.io.gfile.makedirs(os.path.dirname(path))  # gfile: gs:// workdirs too.
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
     json.dump(result, f, indent=2)
-  os.replace(path + '.tmp', path)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -347,8 +348,11 @@ def write_plot(path: str, result: dict[str, Any], title: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
+  image = io.BytesIO()
+  fig.savefig(image, format='png')
   plt.close(fig)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(image.getvalue())
 
 
 def scalars(result: dict[str, Any]) -> dict[str, float]:
@@ -436,7 +440,7 @@ def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
   """Returns once `step` is complete; waits while Orbax is still writing it."""
   deadline = time.monotonic() + timeout
   while step not in checkpointing.complete_steps(workdir):
-    pending = glob.glob(os.path.join(checkpointing.checkpoint_dir(workdir), f'{step}.*tmp*'))
+    pending = tf.io.gfile.glob(os.path.join(checkpointing.checkpoint_dir(workdir), f'{step}.*tmp*'))
     if not pending:
       raise FileNotFoundError(
         f'no checkpoint for step {step} in {checkpointing.checkpoint_dir(workdir)}, complete '
@@ -472,7 +476,9 @@ def evaluate_checkpoint(
 def pending_steps(workdir: str) -> list[int]:
   """Complete checkpoints without a result yet, oldest first (a restarted watcher resumes)."""
   return [
-    s for s in checkpointing.complete_steps(workdir) if not os.path.exists(result_path(workdir, s))
+    s
+    for s in checkpointing.complete_steps(workdir)
+    if not tf.io.gfile.exists(result_path(workdir, s))
   ]
 
 
@@ -510,6 +516,7 @@ def watch(
 # ----------------------------------------------------------------------------------------
 # The process
 # ----------------------------------------------------------------------------------------
+
 
 def make_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model on this process's first device, whatever mesh trained the checkpoints."""

@@ -87,9 +87,9 @@ class MetricWriter:
       return
     import tensorflow as tf  # The data pipeline imports it already; no second dependency.
 
-    os.makedirs(workdir, exist_ok=True)
+    tf.io.gfile.makedirs(workdir)  # gfile: a gs:// workdir works like a local one.
     self.path = os.path.join(workdir, 'metrics.jsonl')
-    self._file = open(self.path, 'a')
+    self._file = tf.io.gfile.GFile(self.path, 'a')
     from tensorflow.core.framework import summary_pb2
 
     self._tf = tf

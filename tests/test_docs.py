@@ -34,3 +34,40 @@ def test_adding_a_dataset_example_trains_on_the_new_mixture():
 
   mixture = seqio.get_mixture_or_task('cartpole_expert_and_random')
   assert {t.name for t in mixture.tasks} == {'gato_cartpole', 'gato_cartpole_random'}
+
+
+def _markdown_files() -> list[pathlib.Path]:
+  docs = sorted((ROOT / 'docs').glob('*.md'))
+  return [ROOT / 'README.md', *docs, *sorted((ROOT / 'launch').glob('*.md'))]
+
+
+def test_relative_links_in_the_docs_resolve():
+  """Every `](path)` link to a local file points at one that exists (anchors and URLs aside)."""
+  broken = []
+  for doc in _markdown_files():
+    for target in re.findall(r'\]\(([^)\s]+)\)', doc.read_text()):
+      if re.match(r'[a-z][a-z0-9+.-]*:', target) or target.startswith('#'):
+        continue  # http(s), mailto, ... and anchors within the same page.
+      path = target.split('#', 1)[0]
+      if not (doc.parent / path).exists():
+        broken.append(f'{doc.relative_to(ROOT)}: {target}')
+  assert not broken, broken
+
+
+def test_configs_reference_lists_every_key():
+  """docs/configs.md names each key of the demo and paper configs as `key`."""
+  from configs import demo, gato_1b2, gato_79m, gato_364m
+
+  def keys(config, prefix=''):
+    for k, v in config.items():
+      if hasattr(v, 'items'):
+        yield from keys(v, f'{prefix}{k}.')
+      else:
+        yield prefix + k
+
+  text = (ROOT / 'docs/configs.md').read_text()
+  missing = sorted(
+    {k for m in (demo, gato_79m, gato_364m, gato_1b2) for k in keys(m.get_config())}
+    - set(re.findall(r'`([a-z_][a-z0-9_.]*)`', text))
+  )
+  assert not missing, f'docs/configs.md does not describe: {missing}'
