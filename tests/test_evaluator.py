@@ -1,5 +1,6 @@
 """The evaluator end to end: references score 100% and 0%, checkpoints are scored and watched."""
 
+import functools
 import json
 import os
 import threading
@@ -203,7 +204,8 @@ def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
 
   task_tokenizer = specs.get_spec('cartpole').tokenizer(tok.TokenLayout(512))
   actor = policy.EnvPolicy(task_tokenizer, 'expert')
-  results = policy.run_episodes(
+  run = functools.partial(
+    policy.run_episodes,
     'cartpole',
     task_tokenizer,
     actor,
@@ -213,6 +215,7 @@ def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
     max_steps=10,
     make_env=Flaky,
   )
+  results = run()
   failed = [r for r in results if r.failed]
   assert len(failed) == 1 and failed[0].seed == 101 and failed[0].steps == 2
   assert 'simulator exploded' in failed[0].error
@@ -221,17 +224,7 @@ def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
   summary = evaluator.summarize('cartpole', results, {'expert_return': 10.0, 'random_return': 0.0})
   assert summary['episodes'] == 3 and summary['failed_episodes'] == 1
   with pytest.raises(RuntimeError, match='max_failures=0.*simulator exploded'):
-    policy.run_episodes(
-      'cartpole',
-      task_tokenizer,
-      actor,
-      episodes=3,
-      batch_size=2,
-      seed=100,
-      max_steps=10,
-      make_env=Flaky,
-      max_failures=0,
-    )
+    run(max_failures=0)
 
 
 # ----------------------------------------------------------------------------------------

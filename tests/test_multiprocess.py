@@ -29,14 +29,7 @@ OVERRIDES = {'total_steps': STEPS, 'checkpoint_every_steps': 2, 'mesh.fsdp': 2}
 
 
 def tiny_config(**overrides):
-  config = tiny_train_config.get_config()
-  for key, value in {**OVERRIDES, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return tiny_train_config.with_overrides(**{**OVERRIDES, **overrides})
 
 
 def logged(workdir) -> dict[int, dict]:

@@ -32,16 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 COMPILATION_CACHE = pathlib.Path(tempfile.mkdtemp(prefix='gato_test_train_jax_cache_'))
 
 
-def tiny_config(**overrides):
-  """The tiny run, with dotted keys overridden: tiny_config(**{'mesh.fsdp': 2})."""
-  config = tiny_train_config.get_config()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+tiny_config = tiny_train_config.with_overrides
 
 
 def logged_losses(workdir) -> dict[int, float]:

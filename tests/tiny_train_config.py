@@ -21,3 +21,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 2
   config.optimizer.decay_steps = 10
   return config
+
+
+def with_overrides(**overrides) -> ml_collections.ConfigDict:
+  """The tiny run with dotted keys overridden: with_overrides(**{'mesh.fsdp': 2})."""
+  config = get_config()
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

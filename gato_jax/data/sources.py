@@ -36,7 +36,17 @@ def dataset_returns(dataset: str, data_dir: str) -> tuple[float, float]:
   )
 
 
-class EpisodeSource(seqio.DataSource):
+class _TrainSource(seqio.DataSource):
+  """A source with one 'train' split read on the fly: nothing for seqio to cache."""
+
+  def __init__(self) -> None:
+    super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+
+class EpisodeSource(_TrainSource):
   """One task's generated episodes; the data directory comes from options.current().
 
   `policy` picks the dataset: the expert's (the default), or e.g. 'random' for a dataset
@@ -46,14 +56,11 @@ class EpisodeSource(seqio.DataSource):
   def __init__(self, task: str, policy: str = 'expert'):
     self.task, self.policy = task, policy
     self.dataset = episodes.dataset_name(task, policy)
-    super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
+    super().__init__()
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
-    return True
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    return [split]
+    return True  # Episode ranges (tfds.even_splits): each host opens only its own.
 
   def get_dataset(
     self,
@@ -95,18 +102,15 @@ class EpisodeSource(seqio.DataSource):
     return ds
 
 
-class TextFileSource(seqio.DataSource):
-  """Lines of local UTF-8 files (options.current().text_files), one document per line."""
+class TextFileSource(_TrainSource):
+  """Lines of local UTF-8 files (options.current().text_files), one document per line.
 
-  def __init__(self) -> None:
-    super().__init__(splits=('train',), num_input_examples=None, caching_permitted=False)
+  Not shardable at the source: seqio shards its lines by example instead.
+  """
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
     return False
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    return [split]
 
   def get_dataset(
     self,
