@@ -293,3 +293,20 @@ def test_task_episodes_override_the_default_and_reject_bad_entries(data_dir):
       pipeline.episode_counts(make_config(data_dir, task_episodes=bad).data)
   with pytest.raises(ValueError, match='no_such_task'):
     pipeline.episode_counts(make_config(data_dir, task_episodes='no_such_task=3').data)
+
+
+def test_generated_data_with_another_episode_count_is_an_error(data_dir):
+  # data_dir holds 6 cartpole and 3 BabyAI episodes; a config that generates data and asks
+  # for other counts must not train on them silently.
+  matching = make_config(
+    data_dir, generate_missing=True, task_episodes='cartpole=6,babyai_gotoredball=3'
+  )
+  pipeline.ensure_datasets(matching)  # Nothing missing, counts agree: nothing to do.
+  stale = make_config(
+    data_dir, generate_missing=True, task_episodes='cartpole=40,babyai_gotoredball=3'
+  )
+  with pytest.raises(ValueError, match=r'holds 6 episodes of cartpole.*data.task_episodes.*40'):
+    pipeline.ensure_datasets(stale)
+  by_default = make_config(data_dir, generate_missing=True, task_episodes='', episodes_per_task=3)
+  with pytest.raises(ValueError, match=r'holds 6 episodes of cartpole.*data.episodes_per_task'):
+    pipeline.ensure_datasets(by_default)

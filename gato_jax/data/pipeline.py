@@ -65,6 +65,10 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
     )
     needed['drawn-shape captions'] = str(caption_builder.data_path)
   missing = {what: path for what, path in needed.items() if not _prepared(path)}
+  if data.generate_missing:
+    for what, source in episode_sources.items():
+      if what not in missing:
+        _check_generated(source, data, counts.get(source.task, data.episodes_per_task))
   if not missing:
     return
   if not data.generate_missing:
@@ -102,6 +106,25 @@ def ensure_datasets(config: Any, process_index: int = 0) -> None:
       )
   if caption_builder is not None:
     caption_builder.download_and_prepare()
+
+
+def _check_generated(source: Any, data: Any, episodes_wanted: int) -> None:
+  """A dataset generated earlier with another episode count is an error, not a silent reuse.
+
+  With `data.generate_missing` on, the config describes the data; training on what an
+  older config wrote would make its figures unreproducible from the config.
+  """
+  from data_pipelines import episodes  # noqa: PLC0415
+
+  written = episodes.read_metadata(source.dataset, data.data_dir).get('episodes')
+  if written is not None and written != episodes_wanted:
+    path = episodes.dataset_dir(source.dataset, data.data_dir)
+    key = 'data.task_episodes' if source.task in episode_counts(data) else 'data.episodes_per_task'
+    raise ValueError(
+      f'{path} holds {written} episodes of {source.task} but config key {key} asks for '
+      f'{episodes_wanted}; remove that directory to generate it again, or use another '
+      'data.data_dir'
+    )
 
 
 def check_tasks(config: Any) -> None:
