@@ -81,6 +81,9 @@ def train_config(
       'total_steps': total_steps,  # Optimizer updates in the whole run (resumes included).
       'batch_size': batch_size,  # Global sequences per update, over all processes.
       'grad_accum_steps': 1,  # Micro-batches per update; batch_size must be a multiple.
+      # 'tokens': the mean over all targets of the batch (Gato, T5X's default); 'sequences':
+      # the mean of each sequence's mean, so one-action BabyAI windows weigh as much as text.
+      'loss_normalization': 'tokens',
       'checkpoint_every_steps': checkpoint_every_steps,  # Also saved at the last step.
       'keep_checkpoints': 3,  # The newest K complete checkpoints are kept.
       'async_checkpointing': True,  # Write checkpoints in the background while training.

@@ -36,6 +36,7 @@ from gato_jax.model import validate_config as validate_model_config
 from gato_jax.model.loss import METRIC_KINDS, next_token_loss
 
 KIND_NAMES = tuple(k.name.lower() for k in METRIC_KINDS)
+LOSS_NORMALIZATIONS = ('tokens', 'sequences')
 
 # ----------------------------------------------------------------------------------------
 # Config: checked once, before any device work, with errors that name the key
@@ -59,6 +60,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f'config key batch_size ({config.batch_size}) must be a multiple of '
       f'grad_accum_steps ({config.grad_accum_steps})'
+    )
+  if config.get('loss_normalization') not in LOSS_NORMALIZATIONS:
+    raise ValueError(
+      f'config key loss_normalization must be one of {LOSS_NORMALIZATIONS}, got '
+      f'{config.get("loss_normalization")!r}'
     )
   if 'data' not in config or 'source' not in config.data:
     raise ValueError('config key data.source is missing (see gato_jax/data/__init__.py)')
@@ -147,8 +153,13 @@ def make_train_step(
 
   Micro-batch gradients are of summed (not mean) cross-entropy, divided once by the total
   number of targets, so accumulation gives the gradient of the whole batch's mean loss.
+  With `loss_normalization='sequences'` the sum is of each sequence's mean cross-entropy,
+  divided by the number of sequences with targets: every sequence weighs the same, however
+  few targets it has (T5X's per-sequence normalization). The logged `loss` is the per-token
+  mean either way.
   """
   accum = config.grad_accum_steps
+  per_sequence = config.loss_normalization == 'sequences'
   base_key = jax.random.key(config.seed)
 
   def summed_loss(params, batch, key):
@@ -160,10 +171,14 @@ def make_train_step(
       'targets': m['targets'],
       'correct': m['accuracy'] * m['targets'],
     }
+    if per_sequence:
+      sums['objective'], sums['normalizer'] = m['sequence_nll'], m['sequences']
+    else:
+      sums['objective'], sums['normalizer'] = sums['nll'], sums['targets']
     for kind in KIND_NAMES:
       for stat in ('nll', 'correct', 'count'):
         sums[f'{stat}/{kind}'] = m[f'{stat}/{kind}']
-    return sums['nll'], sums
+    return sums['objective'], sums
 
   grad_fn = jax.grad(summed_loss, has_aux=True)
 
@@ -188,7 +203,8 @@ def make_train_step(
       zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, key))
       (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
     targets = jnp.maximum(sums['targets'], 1.0)
-    grads = jax.tree.map(lambda g: g / targets, grads)
+    normalizer = jnp.maximum(sums['normalizer'], 1.0)
+    grads = jax.tree.map(lambda g: g / normalizer, grads)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     out = {

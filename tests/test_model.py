@@ -233,6 +233,28 @@ def test_loss_trains_only_on_text_and_actions_of_the_next_token():
   assert 'accuracy/image' not in metrics and 'accuracy/pad' not in metrics
 
 
+def test_per_sequence_sums_weigh_every_row_alike():
+  # Row 0 has one action target, row 1 three text targets, row 2 none.
+  kinds = np.array(
+    [
+      [Kind.OBSERVATION_DISCRETE, Kind.SEPARATOR, Kind.ACTION_DISCRETE, Kind.PAD],
+      [Kind.TEXT, Kind.TEXT, Kind.TEXT, Kind.TEXT],
+      [Kind.IMAGE, Kind.IMAGE, Kind.PAD, Kind.PAD],
+    ],
+    np.int32,
+  )
+  tokens = np.array([[1, 2, 3, 0], [4, 5, 6, 7], [1, 1, 0, 0]], np.int32)
+  logits = np.random.default_rng(1).normal(size=(3, 4, 8)).astype(np.float32)
+  loss, metrics = next_token_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(kinds))
+  nll = -np.take_along_axis(
+    np.asarray(jax.nn.log_softmax(logits[:, :-1], -1)), tokens[:, 1:, None], -1
+  )[..., 0]
+  row0, row1 = nll[0, 1], nll[1].mean()
+  assert float(metrics['sequences']) == 2  # Row 2 has no target and does not count.
+  assert float(metrics['sequence_nll']) == pytest.approx(row0 + row1, rel=1e-5)
+  assert float(loss) == pytest.approx((row0 + nll[1].sum()) / 4, rel=1e-5)  # Per token.
+
+
 def test_loss_ignores_logits_at_non_target_positions():
   kinds = np.array([[Kind.TEXT, Kind.IMAGE, Kind.IMAGE, Kind.TEXT]], np.int32)
   tokens = np.array([[1, 2, 3, 4]], np.int32)

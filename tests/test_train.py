@@ -116,6 +116,7 @@ def reference(tmp_path_factory):
     ({'optimizer.b2': 1.0}, 'optimizer.b2'),
     ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate'),
     ({'model.num_layers': 0}, 'model.num_layers'),
+    ({'loss_normalization': 'rows'}, 'loss_normalization'),
   ],
 )
 def test_config_errors_name_the_key(overrides, key):
@@ -156,9 +157,10 @@ def test_state_is_born_sharded_and_fsdp_mistakes_fail_loudly():
     train.create_train_state(config, mesh, tx)
 
 
-def test_gradient_accumulation_matches_one_big_batch():
+@pytest.mark.parametrize('normalization', ['tokens', 'sequences'])
+def test_gradient_accumulation_matches_one_big_batch(normalization):
   """Micro-batch gradients of summed losses, divided once: the same update as one batch."""
-  config = tiny_config(**{'model.dropout_rate': 0.0})
+  config = tiny_config(**{'model.dropout_rate': 0.0, 'loss_normalization': normalization})
   mesh = sharding.make_mesh(config)
   tx = optimizer.make_optimizer(config)
   batch = synthetic_batch(8, 32, 700, seed=3)

@@ -27,8 +27,10 @@ def next_token_loss(
 
   logits [B, L, V] at t predict tokens[t + 1]: the last position has no target, and the
   first token is never one. Metrics: `loss`, `targets` (their count), `accuracy` over loss
-  targets, and for every kind in METRIC_KINDS `correct/<kind>` and `count/<kind>` (sums)
-  plus `accuracy/<kind>` (0 where the batch has none of that kind; weight by the count);
+  targets, `sequences` (rows with a target) and `sequence_nll` (the sum over rows of each
+  row's mean cross-entropy, T5X's per-sequence loss normalization), and for every kind in
+  METRIC_KINDS `correct/<kind>` and `count/<kind>` (sums) plus `accuracy/<kind>` (0 where
+  the batch has none of that kind; weight by the count);
   likewise `nll/<kind>` (summed cross-entropy) and `loss/<kind>` (its mean), reported for
   every kind, targets or not, to watch what the model learns of the context.
   """
@@ -42,12 +44,17 @@ def next_token_loss(
   weights = weights.astype(jnp.float32)
   count = weights.sum()
   loss = (nll * weights).sum() / jnp.maximum(count, 1.0)
+  # Per sequence: its targets' mean cross-entropy, for the 'sequences' normalization.
+  row_count = weights.sum(axis=1)
+  row_mean = (nll * weights).sum(axis=1) / jnp.maximum(row_count, 1.0)
 
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   metrics = {
       'loss': loss,
       'targets': count,
       'accuracy': (correct * weights).sum() / jnp.maximum(count, 1.0),
+      'sequences': (row_count > 0).sum().astype(jnp.float32),
+      'sequence_nll': row_mean.sum(),
   }
   for kind in METRIC_KINDS:
     is_kind = (target_kinds == kind).astype(jnp.float32)
