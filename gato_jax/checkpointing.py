@@ -35,7 +35,10 @@ ITEMS = ('params', 'opt_state', 'data', 'meta')
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'checkpoints')
+  """`<workdir>/checkpoints`; a local path made absolute, as Orbax's array writer requires
+  (`make demo` passes the relative `runs/demo`)."""
+  path = os.path.join(workdir, 'checkpoints')
+  return path if '://' in path else os.path.abspath(path)
 
 
 def step_dir(workdir: str, step: int) -> str:

@@ -124,3 +124,20 @@ def test_a_checkpoint_without_params_names_the_path(saved, tmp_path):
   with pytest.raises(FileNotFoundError, match=f"no 'params' item: {params_dir}"):
     checkpointing.restore_params(workdir, 5, from_config(saved[1], nnx.Rngs(0)))
   assert checkpointing.complete_steps(str(tmp_path / 'nowhere')) == []
+
+
+def test_a_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  # `make demo` passes --workdir=runs/demo; Orbax's array writer wants absolute paths.
+  monkeypatch.chdir(tmp_path)
+  config = mesh_config(8, 1, 1)
+  mesh, model, params, opt_state = sharded_state(config, seed=2)
+  iterator = data.make_iterator(config, 4)
+  checkpoints = checkpointing.Checkpoints('runs/demo', max_to_keep=2)
+  checkpoints.save(3, params, opt_state, iterator, checkpointing.meta(3, config, mesh))
+  checkpoints.close()
+  assert checkpointing.complete_steps('runs/demo') == [3]
+  assert (tmp_path / 'runs/demo/checkpoints/3').is_dir()
+  fresh = from_config(config, nnx.Rngs(7))
+  checkpointing.restore_params('runs/demo', 3, fresh)
+  for a, b in zip(leaves(nnx.state(fresh, nnx.Param)), leaves(params), strict=True):
+    np.testing.assert_array_equal(a, b)
