@@ -31,14 +31,14 @@ def get_config() -> ml_collections.ConfigDict:
       'gato_demo', data_dir='data/demo', generate_missing=True, episodes_per_task=20,
       max_episode_steps=300, caption_examples=500,
       # Short episodes are cheap: more of them, so the model sees many starting states.
-      task_episodes='babyai_gotoredball=300,acrobot=60,mountaincar=60,cartpole=40')
+      task_episodes='babyai_gotoredball=500,acrobot=200,mountaincar=200,cartpole=100')
   # Training (gato_jax/train.py): about 6 minutes on 2 CPU cores.
   config.update(common.train_config(
       total_steps=1000, batch_size=8, checkpoint_every_steps=200, log_every_steps=10))
-  config.optimizer.learning_rate = 1e-3  # A tiny model takes a larger step than the paper's.
-  config.optimizer.final_learning_rate = 1e-4
+  config.optimizer.learning_rate = 2e-3  # A tiny model takes a larger step than the paper's.
+  config.optimizer.final_learning_rate = 2e-4
   config.optimizer.warmup_steps = 100
   config.optimizer.decay_steps = 1000
-  # Evaluation (gato_jax/evaluator.py): the demo mixture's env tasks, 10 episodes each.
-  config.eval = common.eval_config(episodes=10, batch_size=10)
+  # Evaluation (gato_jax/evaluator.py): the demo mixture's env tasks, 20 episodes each.
+  config.eval = common.eval_config(episodes=20, batch_size=20)
   return config
