@@ -45,7 +45,9 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 PORT=${PORT:-$(( 20000 + SLURM_JOB_ID % 10000 ))}
 
 # The coordinator is process 0, which SLURM places on the first node of the allocation.
-COORDINATOR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# sed reads the whole list: `head -n 1` may exit first, and under pipefail scontrol's
+# SIGPIPE (exit 141) would stop the script, more often the larger the allocation.
+COORDINATOR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 NUM_PROCESSES=$(( SLURM_JOB_NUM_NODES * PROCS_PER_NODE ))
 
 # XLA flags for GPU training, each known to the pinned jaxlib (tests/test_launch.py starts
