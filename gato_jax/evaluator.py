@@ -441,6 +441,9 @@ def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
   deadline = time.monotonic() + timeout
   while step not in checkpointing.complete_steps(workdir):
     pending = tf.io.gfile.glob(os.path.join(checkpointing.checkpoint_dir(workdir), f'{step}.*tmp*'))
+    # Orbax may finish (rename tmp -> step) between the two looks: only then is it complete.
+    if not pending and step in checkpointing.complete_steps(workdir):
+      return
     if not pending:
       raise FileNotFoundError(
         f'no checkpoint for step {step} in {checkpointing.checkpoint_dir(workdir)}, complete '
