@@ -40,6 +40,9 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       'remat': 'minimal' if paper else 'none',  # 'none', 'minimal' (keep matmuls) or 'full'.
       'scan_layers': True,  # Scan the stack (fast compiles) or unroll it; same parameters.
       'attention': 'xla',  # jax.nn.dot_product_attention implementation: 'xla' or 'cudnn'.
+      # Continuous-value rows of the token table: 'normal' (the paper) or 'ordinal' (smooth
+      # in the value, so near bins start similar; see gato_jax/model/embedding.py).
+      'value_embedding_init': 'normal',
   })
 
 

@@ -121,6 +121,33 @@ def test_local_position_zero_adds_nothing_and_others_add_their_row(model):
   )
 
 
+def _cosines(rows):
+  unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+  return lambda gap: float((unit[:-gap] * unit[gap:]).sum(1).mean())
+
+
+def test_ordinal_init_makes_near_value_bins_similar_and_leaves_other_rows_normal():
+  layout = tokenizer.TokenLayout(text_vocab_size=256)
+  first = layout.continuous_offset
+  table = np.asarray(Gato(_config(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0),
+                          first_value_row=first).embedder.tokens[...])
+  plain = np.asarray(Gato(_config(), VOCAB, nnx.Rngs(0)).embedder.tokens[...])
+  values = table[first:first + tokenizer.NUM_BINS]
+  ordinal, normal = _cosines(values), _cosines(plain[first:first + tokenizer.NUM_BINS])
+  assert ordinal(1) > 0.9 and ordinal(4) > 0.5 and abs(ordinal(512)) < 0.2
+  assert abs(normal(1)) < 0.1  # The paper's init: neighbours are unrelated.
+  # Same scale as the rest of the table, which keeps its normal init (text, discrete, ...).
+  norms = np.linalg.norm(values, axis=1)
+  assert 0.8 < norms.mean() < 1.2
+  others = np.concatenate([table[:first], table[first + tokenizer.NUM_BINS:]])
+  assert 0.8 < np.linalg.norm(others, axis=1).mean() < 1.2 and abs(_cosines(others)(1)) < 0.1
+
+
+def test_ordinal_init_needs_the_layout():
+  with pytest.raises(ValueError, match='value_embedding_init'):
+    Gato(_config(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0))
+
+
 # -- outputs and options --------------------------------------------------------------------
 
 
@@ -186,6 +213,7 @@ def test_a_key_turns_on_dropout_and_without_one_the_model_is_deterministic():
     ('num_heads', 0),
     ('dropout_rate', 1.0),
     ('resnet_groups', 3),
+    ('value_embedding_init', 'sinusoidal'),
   ],
 )
 def test_bad_model_options_name_their_config_key(key, value):

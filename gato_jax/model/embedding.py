@@ -5,6 +5,12 @@ embeddings of the patch's place in the image; every other position looks its id 
 token table. Observation and action tokens (local position > 0) then add a learned
 embedding of their position inside the timestep.
 
+The 1024 continuous-value rows of the token table are ordered (bin 600 lies between 599
+and 601), which a randomly initialized table does not know: a small model on little data
+must learn the order of each rarely seen bin separately. `ordinal_table_init` starts
+those rows as smooth functions of the value, so near bins start near each other;
+training is free to move them apart. The paper's plain normal init stays the default.
+
 The ResNet runs on every position and its output is kept only at IMAGE positions: shapes
 stay static under jit, at a cost of a few percent of the transformer's FLOPs.
 """
@@ -21,6 +27,38 @@ from gato_jax import sharding, tokenizer
 from gato_jax.model.params import dense_init, param
 
 PATCH = tokenizer.PATCH_SIZE
+VALUE_EMBEDDING_INITS = ('normal', 'ordinal')
+# Ordinal init: frequencies in cycles per unit of value, geometric from one slow half-wave
+# over [-1, 1] (monotonic in the value) to one cycle per 8 bins (2/1024 of a unit each).
+_ORDINAL_FREQUENCIES = (0.25, tokenizer.NUM_BINS / 16)
+
+
+def ordinal_table_init(first_value_row: int, d_model: int) -> Any:
+  """Normal init, except rows [first_value_row, +1024): random mixes of sin/cos of the value.
+
+  Each value row has the same expected norm as a normal row (about 1), and the similarity
+  of two rows falls off smoothly with the distance of their bin centres.
+  """
+  normal = jax.nn.initializers.normal(d_model ** -0.5)
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    rows, width = shape
+    if first_value_row + tokenizer.NUM_BINS > rows:
+      raise ValueError(f'the token table has {rows} rows; continuous values need rows '
+                       f'[{first_value_row}, {first_value_row + tokenizer.NUM_BINS})')
+    table_key, mix_key = jax.random.split(key)
+    table = normal(table_key, shape, jnp.float32)
+    centres = (jnp.arange(tokenizer.NUM_BINS) + 0.5) * (2.0 / tokenizer.NUM_BINS) - 1.0
+    low, high = _ORDINAL_FREQUENCIES
+    frequencies = jnp.geomspace(low, high, max(width // 2, 1))
+    angles = 2.0 * jnp.pi * centres[:, None] * frequencies[None, :]
+    features = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=1)  # Norm² = width/2.
+    # Each entry's variance is (width/2) * 2/width² = 1/width, as a normal row's entries.
+    values = features @ (jax.random.normal(mix_key, (features.shape[1], width)) * 2 ** 0.5 / width)
+    table = jax.lax.dynamic_update_slice(table, values, (first_value_row, 0))
+    return table.astype(dtype)
+
+  return init
 
 
 class GroupNorm(nnx.Module):
@@ -102,9 +140,13 @@ class Embedder(nnx.Module):
 
   def __init__(self, vocab_rows: int, d_model: int, local_positions: int,
                resnet_channels: int, resnet_groups: int, rngs: nnx.Rngs,
-               param_dtype: Any = jnp.float32):
+               param_dtype: Any = jnp.float32, first_value_row: int | None = None):
+    """`first_value_row`, when given, turns on `ordinal_table_init` for the token table."""
     table_init = jax.nn.initializers.normal(d_model ** -0.5)
-    self.tokens = param(rngs, table_init, (vocab_rows, d_model), ('vocab', 'embed'), param_dtype)
+    tokens_init = (table_init if first_value_row is None
+                   else ordinal_table_init(first_value_row, d_model))
+    self.tokens = param(rngs, tokens_init, (vocab_rows, d_model), ('vocab', 'embed'),
+                        param_dtype)
     self.patches = PatchResNet(d_model, resnet_channels, resnet_groups, rngs, param_dtype)
     buckets = tokenizer.POSITION_BUCKETS
     self.patch_rows = param(rngs, table_init, (buckets, d_model), ('buckets', 'embed'),

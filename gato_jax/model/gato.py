@@ -16,7 +16,7 @@ import ml_collections
 from flax import nnx
 
 from gato_jax import sharding, tokenizer
-from gato_jax.model.embedding import Embedder
+from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
 from gato_jax.model.transformer import (
     ATTENTION_IMPLEMENTATIONS,
     REMAT_POLICIES,
@@ -41,7 +41,7 @@ def validate_config(model: ml_collections.ConfigDict) -> None:
   if not 0.0 <= model.dropout_rate < 1.0:
     raise ValueError(f'config key model.dropout_rate must be in [0, 1), got {model.dropout_rate}')
   choices = {'dtype': DTYPES, 'param_dtype': DTYPES, 'remat': REMAT_POLICIES,
-             'attention': ATTENTION_IMPLEMENTATIONS}
+             'attention': ATTENTION_IMPLEMENTATIONS, 'value_embedding_init': VALUE_EMBEDDING_INITS}
   for key, allowed in choices.items():
     if model.get(key) not in allowed:
       raise ValueError(f'config key model.{key} must be one of {sorted(allowed)}, '
@@ -70,8 +70,14 @@ def check_task_fits(spec: tokenizer.TaskSpec, model: ml_collections.ConfigDict) 
 class Gato(nnx.Module):
   """Next-token logits over the whole vocabulary for a batch of mixed-modality sequences."""
 
-  def __init__(self, model: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs):
+  def __init__(self, model: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs,
+               first_value_row: int | None = None):
+    """`first_value_row`: the continuous-value offset, which `value_embedding_init` needs."""
     validate_config(model)
+    ordinal = model.value_embedding_init == 'ordinal'
+    if ordinal and first_value_row is None:
+      raise ValueError("config key model.value_embedding_init='ordinal' needs the token "
+                       'layout: build the model with gato.from_config')
     self.vocab_size = vocab_size
     self.vocab_rows = -(-vocab_size // model.vocab_multiple) * model.vocab_multiple
     self.max_length = model.max_length
@@ -80,7 +86,8 @@ class Gato(nnx.Module):
         scan_layers=model.scan_layers)
     param_dtype = DTYPES[model.param_dtype]
     self.embedder = Embedder(self.vocab_rows, model.d_model, model.local_positions,
-                             model.resnet_channels, model.resnet_groups, rngs, param_dtype)
+                             model.resnet_channels, model.resnet_groups, rngs, param_dtype,
+                             first_value_row if ordinal else None)
     self.dropout = nnx.Dropout(model.dropout_rate)
     self.stack = DecoderStack(model.num_layers, model.d_model, model.num_heads, model.head_dim,
                               model.mlp_dim, model.dropout_rate, rngs, param_dtype)
@@ -133,7 +140,7 @@ class Gato(nnx.Module):
 def from_config(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Gato:
   """The model a run's config describes: `config.model`, vocabulary from `config.tokenizer`."""
   layout = tokenizer.layout_from_config(config)
-  return Gato(config.model, layout.vocab_size, rngs)
+  return Gato(config.model, layout.vocab_size, rngs, layout.continuous_offset)
 
 
 def count_params(model: Any) -> int:
