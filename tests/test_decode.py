@@ -49,11 +49,18 @@ def _episode_batch(seed: int, text_tokens: int = 5, steps: int = 3) -> dict[str,
   }
 
 
-@pytest.fixture(scope='module')
-def model():
+def _config(position_encoding: str):
   config = models.model_config('demo')
   config.num_layers, config.d_model, config.mlp_dim, config.max_length = 2, 64, 128, 64
-  return Gato(config, LAYOUT.vocab_size, nnx.Rngs(0))
+  config.position_encoding = position_encoding
+  return config
+
+
+# Every test here runs without and with rotary positions: caching, left padding and
+# causality must hold for both.
+@pytest.fixture(scope='module', params=['none', 'rope'])
+def model(request):
+  return Gato(_config(request.param), LAYOUT.vocab_size, nnx.Rngs(0))
 
 
 @pytest.fixture(scope='module')
@@ -130,3 +137,30 @@ def test_an_empty_cache_has_a_slot_per_layer_example_and_position(model):
   assert cache['k'].dtype == jnp.float32  # The demo model computes in float32.
   assert cache['valid'].shape == (2, 16) and not bool(jnp.any(cache['valid']))
   assert int(cache['index']) == 0
+
+
+@pytest.mark.parametrize('encoding', ['none', 'rope'])
+def test_only_rope_tells_the_order_of_earlier_tokens(encoding):
+  # Without a position encoding one attention layer sees its past as a set: swapping two
+  # earlier tokens leaves the last position's logits unchanged, so the model cannot tell
+  # the newest observation from older ones. Rotary positions make the order visible.
+  config = _config(encoding)
+  config.num_layers = 1
+  model = Gato(config, LAYOUT.vocab_size, nnx.Rngs(0))
+
+  def last_logits(tokens):
+    n = len(tokens)
+    batch = {
+      'tokens': np.asarray([tokens], np.int32),
+      'kinds': np.full((1, n), tokenizer.TokenKind.TEXT, np.int32),
+      'local_positions': np.zeros((1, n), np.int32),
+      'patches': np.zeros((1, n, 16, 16, 3), np.uint8),
+      'patch_positions': np.zeros((1, n, 4), np.int32),
+    }
+    return np.asarray(model(batch))[0, -1, : LAYOUT.vocab_size]
+
+  change = np.abs(last_logits([5, 9, 3, 7]) - last_logits([9, 5, 3, 7])).max()
+  if encoding == 'none':
+    assert change < 1e-5
+  else:
+    assert change > 1e-3

@@ -121,6 +121,11 @@ def test_local_position_zero_adds_nothing_and_others_add_their_row(model):
   )
 
 
+def test_rope_needs_an_even_head_dim():
+  with pytest.raises(ValueError, match='model.head_dim'):
+    validate_config(_config(position_encoding='rope', head_dim=33))
+
+
 def _cosines(rows):
   unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
   return lambda gap: float((unit[:-gap] * unit[gap:]).sum(1).mean())
@@ -214,6 +219,7 @@ def test_a_key_turns_on_dropout_and_without_one_the_model_is_deterministic():
     ('dropout_rate', 1.0),
     ('resnet_groups', 3),
     ('value_embedding_init', 'sinusoidal'),
+    ('position_encoding', 'alibi'),
   ],
 )
 def test_bad_model_options_name_their_config_key(key, value):

@@ -19,6 +19,7 @@ from gato_jax import sharding, tokenizer
 from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
 from gato_jax.model.transformer import (
     ATTENTION_IMPLEMENTATIONS,
+    POSITION_ENCODINGS,
     REMAT_POLICIES,
     DecoderStack,
     StackOptions,
@@ -41,13 +42,17 @@ def validate_config(model: ml_collections.ConfigDict) -> None:
   if not 0.0 <= model.dropout_rate < 1.0:
     raise ValueError(f'config key model.dropout_rate must be in [0, 1), got {model.dropout_rate}')
   choices = {'dtype': DTYPES, 'param_dtype': DTYPES, 'remat': REMAT_POLICIES,
-             'attention': ATTENTION_IMPLEMENTATIONS, 'value_embedding_init': VALUE_EMBEDDING_INITS}
+             'attention': ATTENTION_IMPLEMENTATIONS, 'value_embedding_init': VALUE_EMBEDDING_INITS,
+             'position_encoding': POSITION_ENCODINGS}
   for key, allowed in choices.items():
     if model.get(key) not in allowed:
       raise ValueError(f'config key model.{key} must be one of {sorted(allowed)}, '
                        f'got {model.get(key)!r}')
   if not isinstance(model.scan_layers, bool):
     raise ValueError(f'config key model.scan_layers must be a bool, got {model.scan_layers!r}')
+  if model.position_encoding == 'rope' and model.head_dim % 2:
+    raise ValueError(f'config key model.head_dim must be even for '
+                     f"model.position_encoding='rope', got {model.head_dim}")
   if model.resnet_channels % model.resnet_groups:
     raise ValueError(f'config key model.resnet_channels ({model.resnet_channels}) must be a '
                      f'multiple of model.resnet_groups ({model.resnet_groups})')
@@ -83,7 +88,7 @@ class Gato(nnx.Module):
     self.max_length = model.max_length
     self.options = StackOptions(
         dtype=DTYPES[model.dtype], attention=model.attention, remat=model.remat,
-        scan_layers=model.scan_layers)
+        scan_layers=model.scan_layers, rope=model.position_encoding == 'rope')
     param_dtype = DTYPES[model.param_dtype]
     self.embedder = Embedder(self.vocab_rows, model.d_model, model.local_positions,
                              model.resnet_channels, model.resnet_groups, rngs, param_dtype,

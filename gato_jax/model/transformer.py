@@ -30,6 +30,23 @@ REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,
 }
 ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn')
+POSITION_ENCODINGS = ('none', 'rope')
+ROPE_BASE = 10_000.0  # Wavelengths from 2*pi to about 2*pi*10^4 positions.
+
+
+def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
+  """Rotates query or key pairs [B, L, H, K] by angles proportional to their position.
+
+  A query at position i and a key at j then score by their content and by i - j alone:
+  relative, so a left-padded or slid context, whose absolute positions shift, scores the
+  same. The two halves of the head dimension form the pairs.
+  """
+  half = x.shape[-1] // 2
+  inverse = ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * inverse[None, :]  # [L, K/2]
+  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +57,7 @@ class StackOptions:
   attention: str = 'xla'
   remat: str = 'none'
   scan_layers: bool = True
+  rope: bool = False
 
 
 class LayerNorm(nnx.Module):
@@ -77,11 +95,15 @@ class Attention(nnx.Module):
       cache_index: jax.Array | None = None,
       mask: jax.Array | None = None,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """With a cache, `cache_index` is where this chunk starts (also its first position)."""
     dtype = options.dtype
     act_axes = ('batch', 'length', 'heads', 'kv')
     q = jnp.einsum('bld,dhk->blhk', x, self.query[...].astype(dtype))
     k = jnp.einsum('bld,dhk->blhk', x, self.key[...].astype(dtype))
     v = jnp.einsum('bld,dhk->blhk', x, self.value[...].astype(dtype))
+    if options.rope:
+      positions = jnp.arange(x.shape[1]) + (0 if cache is None else cache_index)
+      q, k = rotary(q, positions), rotary(k, positions)
     q, k, v = (sharding.constrain(a, act_axes) for a in (q, k, v))
     if cache is None:
       # Training and full forward: a plain causal mask. Padding sits after the real
