@@ -16,9 +16,13 @@ user's view: resuming, changing topology, metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import logging as pylogging
+import math
 import signal
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +34,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding, tokenizer
+from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding
 from gato_jax.model import from_config
 from gato_jax.model import validate_config as validate_model_config
 from gato_jax.model.loss import METRIC_KINDS, next_token_loss
@@ -43,8 +47,16 @@ LOSS_NORMALIZATIONS = ('tokens', 'sequences')
 # ----------------------------------------------------------------------------------------
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad key; the mesh and batch against the devices."""
+def validate_config(
+  config: ml_collections.ConfigDict,
+  devices: Sequence[jax.Device] | None = None,
+  process_count: int | None = None,
+) -> None:
+  """Raises ValueError naming the first bad key; the mesh and batch against the devices.
+
+  `devices` and `process_count` default to this run's; gato_jax.aot passes a TPU slice's
+  compile-only devices and host count instead, so nothing here needs the hardware.
+  """
   for key in (
     'total_steps',
     'batch_size',
@@ -72,13 +84,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError('config key mesh is missing (mesh.data, mesh.fsdp, mesh.tensor)')
   validate_model_config(config.model)
   optimizer.validate_config(config)
-  sharding.mesh_shape(config, jax.device_count())  # Raises naming mesh.* keys.
-  mesh = sharding.make_mesh(config)
+  devices = jax.devices() if devices is None else devices
+  sharding.mesh_shape(config, len(devices))  # Raises naming mesh.* keys.
+  mesh = sharding.make_mesh(config, devices)
   rules = config.axis_rules
-  distributed.check_batch_divides(config.batch_size, mesh, rules)
+  distributed.check_batch_divides(config.batch_size, mesh, rules, process_count)
   micro = config.batch_size // config.grad_accum_steps
   try:
-    distributed.check_batch_divides(micro, mesh, rules)
+    distributed.check_batch_divides(micro, mesh, rules, process_count)
   except ValueError as e:
     raise ValueError(
       f'with config key grad_accum_steps={config.grad_accum_steps}, each '
@@ -91,38 +104,44 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict) -> None:
-  """Fails when FSDP was asked for but a large parameter is whole on every device.
+@dataclasses.dataclass(frozen=True)
+class StateLayout:
+  """The training state's structure and where each leaf lives, known before any device work.
 
-  A rule that never uses `fsdp`, or a dimension that the fsdp axis does not divide, would
-  silently cost each device the full parameter and its two Adam moments.
+  Built once from `jax.eval_shape`, so the trainer (which then fills it with values) and
+  gato_jax.aot (which compiles against it for a TPU slice it does not have) read the same
+  shapes, dtypes and shardings.
   """
-  if mesh.shape['fsdp'] == 1:
-    return
-  replicated = [
-    f'{"/".join(map(str, path))} {x.shape}'
-    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
-    if x.size >= config.fsdp_min_param_size and x.sharding.is_fully_replicated
-  ]
-  if replicated:
-    why = sharding.unsplit_parameters(params, mesh, config.axis_rules)
-    raise ValueError(
-      f'config asks for mesh.fsdp={mesh.shape["fsdp"]} but {len(replicated)} parameters of '
-      f'at least fsdp_min_param_size={config.fsdp_min_param_size} elements are replicated: '
-      f'{replicated[:5]}; check config.axis_rules. Splits the shapes do not allow: {why[:5]}'
-    )
+
+  graphdef: nnx.GraphDef
+  rest: nnx.State  # Non-parameter model state (empty for Gato; kept for nnx.merge).
+  params: Any  # Abstract parameters: ShapeDtypeStructs with their shardings.
+  opt_state: Any  # Abstract optimizer state, likewise.
+  param_shardings: Any
+  opt_shardings: Any
+  vocab_rows: int  # Token table rows (the logits' width), for the FLOP count.
 
 
-def create_train_state(
+def _abstract(tree: Any, shardings: Any) -> Any:
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )
+
+
+def abstract_train_state(
   config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
-):
-  """(graphdef, params, rest, opt_state, param shardings, opt shardings), all sharded."""
+) -> StateLayout:
+  """Shapes and shardings of parameters and optimizer state; checks FSDP. Touches no device."""
   rules = config.axis_rules
-  model = sharding.create_sharded(lambda: from_config(config, nnx.Rngs(config.seed)), mesh, rules)
+  model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(config.seed)))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  param_shardings = jax.tree.map(lambda x: x.sharding, params)
   check_fsdp(params, mesh, config)
-
+  param_shardings = jax.tree.map(
+    lambda x: x.sharding, _abstract(params, sharding.state_shardings(params, mesh, rules))
+  )
+  if jax.tree.leaves(rest):
+    # The step closes over it; an abstract leaf there could not be compiled against.
+    raise NotImplementedError(f'the model has non-parameter state: {rest}')
   # optax's step counts and other non-parameter leaves are replicated; moments mirror
   # their parameter's sharding.
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -134,8 +153,71 @@ def create_train_state(
     param_shardings,
     transform_non_params=lambda _: replicated,
   )
-  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-  return graphdef, params, rest, opt_state, param_shardings, opt_shardings
+  return StateLayout(
+    graphdef=graphdef,
+    rest=rest,
+    params=_abstract(params, param_shardings),
+    opt_state=_abstract(abstract_opt, opt_shardings),
+    param_shardings=param_shardings,
+    opt_shardings=opt_shardings,
+    vocab_rows=model.vocab_rows,
+  )
+
+
+def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict) -> None:
+  """Fails when FSDP was asked for but a large parameter is whole on every device.
+
+  A rule that never uses `fsdp`, or a dimension that the fsdp axis does not divide, would
+  silently cost each device the full parameter and its two Adam moments. Size is counted
+  per layer: a stack of 24 small biases (scanned layers) is 24 small parameters, not one
+  large one. Works on abstract parameters: only shapes and logical axes are read.
+  """
+  if mesh.shape['fsdp'] == 1:
+    return
+  replicated = []
+  for path, variable in nnx.to_flat_state(params):
+    shape = variable.get_value().shape
+    axes = variable.get_metadata().get('out_sharding') or (None,) * len(shape)
+    per_layer = math.prod(shape) // (shape[axes.index('layers')] if 'layers' in axes else 1)
+    spec = sharding.logical_to_spec(axes, config.axis_rules, shape, mesh)
+    if per_layer >= config.fsdp_min_param_size and all(s is None for s in spec):
+      replicated.append(f'{"/".join(map(str, path))} {shape}')
+  if replicated:
+    why = sharding.unsplit_parameters(params, mesh, config.axis_rules)
+    raise ValueError(
+      f'config asks for mesh.fsdp={mesh.shape["fsdp"]} but {len(replicated)} parameters of '
+      f'at least fsdp_min_param_size={config.fsdp_min_param_size} elements (per layer) are '
+      f'replicated: {replicated[:5]}; check config.axis_rules. Splits the shapes do not '
+      f'allow: {why[:5]}'
+    )
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
+):
+  """(graphdef, params, rest, opt_state, param shardings, opt shardings), all sharded.
+
+  The values are born in the shards `abstract_train_state` gives them.
+  """
+  layout = abstract_train_state(config, mesh, tx)
+  params, opt_state = init_train_state(config, mesh, tx, layout)
+  shardings = layout.param_shardings, layout.opt_shardings
+  return layout.graphdef, params, layout.rest, opt_state, *shardings
+
+
+def init_train_state(
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  tx: optax.GradientTransformation,
+  layout: StateLayout,
+) -> tuple[nnx.State, Any]:
+  """Parameters and optimizer state, each leaf created directly in its shards."""
+  model = sharding.create_sharded(
+    lambda: from_config(config, nnx.Rngs(config.seed)), mesh, config.axis_rules
+  )
+  _, params, _ = nnx.split(model, nnx.Param, ...)
+  opt_state = jax.jit(tx.init, out_shardings=layout.opt_shardings)(params)
+  return params, opt_state
 
 
 # ----------------------------------------------------------------------------------------
@@ -160,7 +242,6 @@ def make_train_step(
   """
   accum = config.grad_accum_steps
   per_sequence = config.loss_normalization == 'sequences'
-  base_key = jax.random.key(config.seed)
 
   def summed_loss(params, batch, key):
     model = nnx.merge(graphdef, params, rest)
@@ -183,7 +264,9 @@ def make_train_step(
   grad_fn = jax.grad(summed_loss, has_aux=True)
 
   def step_fn(params, opt_state, batch, step):
-    key = jax.random.fold_in(base_key, step)
+    # Made inside the step: a key built outside would be a concrete array, which cannot
+    # exist on a TPU slice's compile-only devices (gato_jax.aot).
+    key = jax.random.fold_in(jax.random.key(config.seed), step)
     if accum == 1:
       grads, sums = grad_fn(params, batch, key)
     else:
@@ -221,6 +304,39 @@ def make_train_step(
     return params, opt_state, out
 
   return step_fn
+
+
+def batch_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:
+  """The trainer's input: the data contract's arrays for `batch_size` sequences."""
+  return data.batch_shapes(batch_size, config.model.max_length)
+
+
+def jit_train_step(
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  layout: StateLayout,
+  tx: optax.GradientTransformation,
+  batch: dict[str, Any],
+):
+  """The trainer's jitted step: shardings and donation in one place, for train and aot.
+
+  `batch` maps each input array's name to anything with `.shape` (numpy, a tf TensorSpec,
+  a ShapeDtypeStruct); only its rank matters for the sharding.
+  """
+  rules = config.axis_rules
+  batch_shardings = {
+    k: distributed.batch_sharding(mesh, rules, len(spec.shape)) for k, spec in batch.items()
+  }
+  return jax.jit(
+    make_train_step(config, layout.graphdef, layout.rest, tx),
+    in_shardings=(layout.param_shardings, layout.opt_shardings, batch_shardings, None),
+    out_shardings=(
+      layout.param_shardings,
+      layout.opt_shardings,
+      NamedSharding(mesh, PartitionSpec()),
+    ),
+    donate_argnums=(0, 1),
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -306,7 +422,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
 
   tx = optimizer.make_optimizer(config)
   schedule = optimizer.learning_rate_schedule(config)
-  graphdef, params, rest, opt_state, param_sh, opt_sh = create_train_state(config, mesh, tx)
+  layout = abstract_train_state(config, mesh, tx)
+  params, opt_state = init_train_state(config, mesh, tx, layout)
   logging.info('%s parameters', f'{sum(x.size for x in jax.tree.leaves(params)):,}')
 
   iterator = make_data(config)
@@ -337,23 +454,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
       meta['process_count'],
     )
 
-  batch_shardings = {
-    k: distributed.batch_sharding(mesh, rules, len(spec.shape))
-    for k, spec in iterator.element_spec.items()
-  }
-  with sharding.axis_rules(mesh, rules):
-    train_step = jax.jit(
-      make_train_step(config, graphdef, rest, tx),
-      in_shardings=(param_sh, opt_sh, batch_shardings, None),
-      out_shardings=(param_sh, opt_sh, NamedSharding(mesh, PartitionSpec())),
-      donate_argnums=(0, 1),
-    )
+  train_step = jit_train_step(config, mesh, layout, tx, iterator.element_spec)
 
   tokens_per_step = config.batch_size * config.model.max_length
-  vocab_rows = -(-tokenizer.layout_from_config(config).vocab_size // config.model.vocab_multiple)
-  flops = metrics.flops_per_token(
-    config, config.model.max_length, vocab_rows * config.model.vocab_multiple
-  )['total']
+  flops = metrics.flops_per_token(config, config.model.max_length, layout.vocab_rows)['total']
   peak = metrics.peak_flops(config.peak_flops)
   writer = metrics.MetricWriter(workdir, config.total_steps, step)
   preemption = Preemption(checkpoints)

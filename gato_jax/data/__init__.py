@@ -18,6 +18,7 @@ or 'synthetic' (random batches of the same shapes, to measure the trainer withou
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -26,10 +27,24 @@ from gato_jax import tokenizer
 from gato_jax.data.iterator import DataIterator
 from gato_jax.model.batch import synthetic_batch
 
-__all__ = ['DataIterator', 'make_iterator', 'synthetic_dataset']
+__all__ = ['DataIterator', 'batch_shapes', 'make_iterator', 'synthetic_dataset']
 
 SOURCES = ('mixture', 'synthetic')
 _KEYS = ('tokens', 'kinds', 'local_positions', 'patches', 'patch_positions', 'loss_mask')
+
+
+def batch_shapes(batch_size: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shape and dtype of every array of a batch, as listed above."""
+  p = tokenizer.PATCH_SIZE
+  shapes = {
+    'tokens': ((batch_size, length), np.int32),
+    'kinds': ((batch_size, length), np.int32),
+    'local_positions': ((batch_size, length), np.int32),
+    'patches': ((batch_size, length, p, p, 3), np.uint8),
+    'patch_positions': ((batch_size, length, 4), np.int32),
+    'loss_mask': ((batch_size, length), np.int32),
+  }
+  return {k: jax.ShapeDtypeStruct(*shapes[k]) for k in _KEYS}
 
 
 def synthetic_dataset(batch_size: int, length: int, vocab_size: int, seed: int) -> tf.data.Dataset:
@@ -40,15 +55,9 @@ def synthetic_dataset(batch_size: int, length: int, vocab_size: int, seed: int) 
     loss = np.isin(batch['kinds'], tokenizer.LOSS_KINDS).astype(np.int32)
     return (*(batch[k] for k in _KEYS[:-1]), loss)
 
-  dtypes = [tf.int32, tf.int32, tf.int32, tf.uint8, tf.int32, tf.int32]
-  shapes = {
-    'tokens': [batch_size, length],
-    'kinds': [batch_size, length],
-    'local_positions': [batch_size, length],
-    'patches': [batch_size, length, 16, 16, 3],
-    'patch_positions': [batch_size, length, 4],
-    'loss_mask': [batch_size, length],
-  }
+  spec = batch_shapes(batch_size, length)
+  dtypes = [tf.as_dtype(spec[k].dtype) for k in _KEYS]
+  shapes = {k: list(spec[k].shape) for k in _KEYS}
 
   def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
     arrays = tf.numpy_function(make, [index], dtypes, stateful=False)
