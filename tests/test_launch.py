@@ -11,8 +11,11 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,18 +69,33 @@ def test_local_multihost_without_n_prints_usage():
   assert 'usage: launch/local_multihost.sh N' in result.stderr
 
 
-def test_tpu_pod_train_starts_the_worker_script_on_every_worker():
+def dry_run(*args, **env):
+  """tpu_pod.sh's gcloud commands, each as argv, and the --command= payload of each ssh."""
   result = run(
-    [REPO / 'launch/tpu_pod.sh', 'train', '--config.mesh.data=1', '--config.mesh.fsdp=-1'],
-    env={'DRY_RUN': '1', 'WORKDIR': 'gs://bucket/run', 'TPU_NAME': 'pod', 'ZONE': 'z'},
+    [REPO / 'launch/tpu_pod.sh', *args],
+    env={'DRY_RUN': '1', 'WORKDIR': 'gs://bucket/run', 'TPU_NAME': 'pod', 'ZONE': 'z', **env},
   )
   assert result.returncode == 0, result.stderr
-  argv = shlex.split(result.stdout)
-  assert argv[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'pod']
-  assert '--worker=all' in argv and '--zone=z' in argv
-  remote = shlex.split(next(a for a in argv if a.startswith('--command=')).split('=', 1)[1])
-  start = remote.index('launch/tpu_worker.sh')
-  assert remote[start + 1 : start + 5] == [
+  commands = [shlex.split(line) for line in result.stdout.splitlines() if line.startswith('gcloud')]
+  payloads = [
+    next((a.split('=', 1)[1] for a in argv if a.startswith('--command=')), None)
+    for argv in commands
+  ]
+  return commands, payloads
+
+
+def test_tpu_pod_train_checks_frees_the_chips_then_starts_the_worker_script():
+  commands, payloads = dry_run('train', '--config.mesh.data=1', '--config.mesh.fsdp=-1')
+  assert len(commands) == 3
+  for argv in commands:
+    assert argv[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'pod']
+    assert '--worker=all' in argv and '--zone=z' in argv
+  preflight, cleanup, start = (shlex.split(p) for p in payloads)
+  assert preflight[-3:] == ['preflight', 'gs://bucket/run', 'configs/gato_1b2.py']
+  assert cleanup[-1] == 'cleanup'
+  begin = start.index('launch/tpu_worker.sh')
+  assert start[begin - 2 : begin] == ['setsid', 'nohup']
+  assert start[begin + 1 : begin + 5] == [
     '--config=configs/gato_1b2.py',
     '--workdir=gs://bucket/run',
     '--config.mesh.data=1',
@@ -104,18 +122,93 @@ def test_tpu_pod_queued_resource_and_evaluator_commands():
   assert expected in remote
 
 
-def test_tpu_worker_passes_flags_to_the_trainer(tmp_path):
+def test_the_eval_vm_has_its_own_zone():
+  """v5e is not offered in every zone that has v5p: EVAL_ZONE, by default ZONE."""
+  env = {'EVAL_ZONE': 'ez'}
+  (create,), _ = dry_run('eval-create', **env)
+  assert '--zone=ez' in create and 'pod-eval' in create
+  (evaluate,), _ = dry_run('evaluate', **env)
+  assert '--zone=ez' in evaluate
+  delete_pod, delete_eval = dry_run('delete', **env)[0]
+  assert 'pod' in delete_pod and '--zone=z' in delete_pod
+  assert 'pod-eval' in delete_eval and '--zone=ez' in delete_eval
+  (default,), _ = dry_run('eval-create')
+  assert '--zone=z' in default
+
+
+def test_smoke_trains_on_synthetic_data_stops_and_resumes_in_its_own_directory():
+  commands, payloads = dry_run('smoke', '--config.mesh.fsdp=-1', SMOKE_STEPS='5')
+  preflight, cleanup, start, stop, resume = (shlex.split(p) for p in payloads)
+  workdir = next(a for a in start if a.startswith('--workdir='))
+  assert re.fullmatch(r'--workdir=gs://bucket/run/smoke-\d{8}-\d{6}', workdir)
+  assert preflight[-2] == workdir.split('=', 1)[1]
+  assert cleanup[-1] == 'cleanup' and stop[-1] == 'stop'
+  for argv in (start, resume):
+    assert workdir in argv
+    assert {'--config.data.source=synthetic', '--config.checkpoint_every_steps=5'} <= set(argv)
+    assert '--config.mesh.fsdp=-1' in argv
+  assert '--config.total_steps=1000000' in start
+  # In a dry run the save is taken to be the step after the first checkpoint.
+  assert '--config.total_steps=11' in resume
+
+
+def _echo_python(tmp_path):
   fake = tmp_path / 'python'
   fake.write_text('#!/usr/bin/env bash\necho "LIBTPU_INIT_ARGS=$LIBTPU_INIT_ARGS"\necho "$@"\n')
   fake.chmod(0o755)
+  return fake
+
+
+def test_tpu_worker_passes_flags_to_the_trainer(tmp_path):
   result = run(
     [REPO / 'launch/tpu_worker.sh', '--config=c.py', '--workdir=gs://b/r'],
-    env={'PYTHON': fake, 'SKIP_METADATA': '1', 'LIBTPU_INIT_ARGS': ''},
+    env={
+      'PYTHON': _echo_python(tmp_path),
+      'SKIP_METADATA': '1',
+      'LIBTPU_INIT_ARGS': '',
+      'ACCELERATOR_TYPE': 'v5litepod-16',
+      'HOME': str(tmp_path),
+    },
   )
   assert result.returncode == 0, result.stderr
   flags_line, argv_line = result.stdout.splitlines()
   assert '--xla_tpu_enable_async_collective_fusion=true' in flags_line
   assert argv_line == '-m gato_jax.train --config=c.py --workdir=gs://b/r'
+
+
+@pytest.mark.parametrize(
+  'accelerator, pinned',
+  [
+    ('v5litepod-16', 'V5E_LIBTPU_INIT_ARGS'),
+    ('v5p-32', 'V5P_LIBTPU_INIT_ARGS'),
+    ('v4-32', None),
+    ('v6e-16', None),
+    ('', None),
+  ],
+)
+def test_tpu_worker_picks_libtpu_flags_by_generation(tmp_path, accelerator, pinned):
+  """A generation without a recipe gets no flags (and is told so), not v5e's."""
+  env = {
+    'PYTHON': _echo_python(tmp_path),
+    'SKIP_METADATA': '1',
+    'LIBTPU_INIT_ARGS': '',
+    'TPU_ACCELERATOR_TYPE': '',
+    'ACCELERATOR_TYPE': accelerator,
+    'HOME': str(tmp_path),
+  }
+  result = run([REPO / 'launch/tpu_worker.sh', '--config=c.py'], env=env)
+  assert result.returncode == 0, result.stderr
+  flags = result.stdout.splitlines()[0].split('=', 1)[1].split()
+  if pinned:
+    assert flags == _libtpu_set(pinned)
+    assert f'the set pinned for {accelerator}' in result.stderr
+  else:
+    assert flags == []
+    assert 'none pinned' in result.stderr
+  mine = run(
+    [REPO / 'launch/tpu_worker.sh', '--config=c.py'], env={**env, 'LIBTPU_INIT_ARGS': '--x=1'}
+  )
+  assert mine.stdout.splitlines()[0] == 'LIBTPU_INIT_ARGS=--x=1'
 
 
 def test_slurm_script_gives_each_task_its_process_id(tmp_path):
@@ -172,7 +265,190 @@ def test_slurm_xla_flags_exist_in_the_pinned_jaxlib():
   assert result.stdout.strip() == '2.0'
 
 
-def test_libtpu_flags_are_documented_where_they_are_pinned():
+def _libtpu_set(name: str) -> list[str]:
+  """A pinned libtpu set of tpu_worker.sh, with `$OTHER_SET` expanded."""
+  flags = []
+  for word in _pinned('tpu_worker.sh', name):
+    flags += _libtpu_set(word[1:]) if word.startswith('$') else [word]
+  return flags
+
+
+@pytest.mark.parametrize('name', ['V5E_LIBTPU_INIT_ARGS', 'V5P_LIBTPU_INIT_ARGS'])
+def test_libtpu_flags_are_documented_where_they_are_pinned(name):
   text = (REPO / 'launch/tpu_worker.sh').read_text()
-  for flag in _pinned('tpu_worker.sh', 'DEFAULT_LIBTPU_INIT_ARGS'):
+  flags = _libtpu_set(name)
+  assert len(flags) >= 7 and len(set(flags)) == len(flags)
+  for flag in flags:
     assert f'#   {flag}' in text, f'{flag} has no comment line'
+
+
+# ----------------------------------------------------------------------------------------
+# The remote commands themselves, run here: each worker's home is a temporary directory
+# whose gato-jax/ is this checkout, the trainer a stub.
+# ----------------------------------------------------------------------------------------
+
+STUB_TRAINER = """#!/usr/bin/env bash
+# Stands in for python -m gato_jax.train: records its pid and a SIGTERM, then exits 0.
+trap 'echo "SIGTERM $$" > "$STUB_DIR/got_term"; exit 0' TERM
+echo "$$ $*" > "$STUB_DIR/started"
+while true; do sleep 0.1; done
+"""
+
+
+def _worker_home(tmp_path):
+  home = tmp_path / 'home'
+  home.mkdir()
+  (home / 'gato-jax').symlink_to(REPO)
+  return home
+
+
+def on_worker(payload: str, env: dict[str, str]):
+  """A --command= payload as ssh runs it: bash in the (worker's) home directory."""
+  return run(['bash', '-c', 'cd "$HOME" && bash -c "$0"', payload], env=env)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    return b'gato_jax.train' in pathlib.Path(f'/proc/{pid}/cmdline').read_bytes()
+  except OSError:
+    return False
+
+
+@pytest.fixture
+def trainer(tmp_path):
+  """Starts the stub trainer with the exact remote command `tpu_pod.sh train` builds."""
+  home = _worker_home(tmp_path)
+  stub = tmp_path / 'python'
+  stub.write_text(STUB_TRAINER)
+  stub.chmod(0o755)
+  env = {
+    'HOME': str(home),
+    'PYTHON': str(stub),
+    'STUB_DIR': str(tmp_path),
+    'SKIP_METADATA': '1',
+    'ACCELERATOR_TYPE': 'v5p-32',
+  }
+  start = dry_run('train', '--config.total_steps=5')[1][-1]
+  launched = on_worker(start, env)
+  assert launched.returncode == 0, launched.stderr
+  started = tmp_path / 'started'
+  for _ in range(200):
+    if started.exists() and started.read_text().endswith('\n'):
+      break
+    time.sleep(0.05)
+  pid, argv = started.read_text().split(' ', 1)
+  try:
+    yield int(pid), argv, env
+  finally:
+    if _alive(int(pid)):
+      os.kill(int(pid), signal.SIGKILL)
+
+
+def test_stop_reaches_the_trainer_that_train_started(trainer, tmp_path):
+  pid, argv, env = trainer
+  assert argv.split()[:2] == ['-m', 'gato_jax.train']
+  assert (tmp_path / 'home/train.pid').read_text().strip() == str(pid)  # Its own pid.
+  assert _alive(pid)
+  stop = dry_run('stop', STOP_TIMEOUT='20')[1][0]
+  stopped = on_worker(stop, env)
+  assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+  assert (tmp_path / 'got_term').read_text() == f'SIGTERM {pid}\n'
+  assert f'trainer {pid} exited' in stopped.stdout
+  assert not _alive(pid)
+  again = on_worker(stop, env)  # Nothing left to stop: still a success.
+  assert again.returncode == 0 and 'no trainer running' in again.stdout
+
+
+def _fake_sudo(tmp_path):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir(exist_ok=True)
+  sudo = bin_dir / 'sudo'
+  sudo.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/sudo.log\n')
+  sudo.chmod(0o755)
+  return {'PATH': f'{bin_dir}:{os.environ["PATH"]}'}
+
+
+def test_cleanup_refuses_a_live_trainer_then_frees_the_chips(trainer, tmp_path):
+  """Through a stand-in for sudo: nothing on this machine is killed or removed."""
+  pid, _, env = trainer
+  env = {**env, **_fake_sudo(tmp_path)}
+  refused = run([REPO / 'launch/tpu_worker.sh', 'cleanup'], env=env)
+  assert refused.returncode == 1
+  assert f'trainer {pid} is running' in refused.stderr
+  assert not (tmp_path / 'sudo.log').exists()
+  forced = run([REPO / 'launch/tpu_worker.sh', 'cleanup'], env={**env, 'FORCE': '1'})
+  assert forced.returncode == 0, forced.stderr
+  log = (tmp_path / 'sudo.log').read_text().splitlines()
+  assert log[0] == 'pkill -KILL -f gato_jax[.]train'
+  assert log[-1] == 'rm -f /tmp/libtpu_lockfile'
+
+
+def _fake_pod(tmp_path, fail_worker='', other_checkout=False):
+  """gcloud runs an ssh --worker=all command once per worker (0 and 1), as each would;
+  curl answers the metadata server's worker keys; python stands in for the probe write."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir(exist_ok=True)
+  homes = [_worker_home(tmp_path)]
+  if other_checkout:  # Worker 1 got an older, partial copy.
+    second = tmp_path / 'home1/gato-jax'
+    shutil.copytree(REPO / 'launch', second / 'launch')
+    shutil.copytree(
+      REPO / 'configs', second / 'configs', ignore=shutil.ignore_patterns('__pycache__')
+    )
+    homes.append(second.parent)
+  else:
+    homes.append(homes[0])
+  (bin_dir / 'gcloud').write_text(
+    '#!/usr/bin/env bash\n'
+    'for a in "$@"; do case $a in --command=*) cmd=${a#--command=};; esac; done\n'
+    'status=0\n'
+    f'(cd {homes[0]} && HOME={homes[0]} FAKE_WORKER=0 bash -c "$cmd") || status=1\n'
+    f'(cd {homes[1]} && HOME={homes[1]} FAKE_WORKER=1 bash -c "$cmd") || status=1\n'
+    'exit $status\n'
+  )
+  (bin_dir / 'curl').write_text(
+    '#!/usr/bin/env bash\n'
+    'case "${@: -1}" in\n'
+    '  */agent-worker-number) echo -n "$FAKE_WORKER" ;;\n'
+    '  */worker-network-endpoints) echo -n "w0:0:10.0.0.1,w1:1:10.0.0.2" ;;\n'
+    '  *) exit 22 ;;\n'
+    'esac\n'
+  )
+  (tmp_path / 'python').write_text(
+    f'#!/usr/bin/env bash\ncat > /dev/null\n[[ "$FAKE_WORKER" != "{fail_worker}" ]]\n'
+  )
+  for f in (bin_dir / 'gcloud', bin_dir / 'curl', tmp_path / 'python'):
+    f.chmod(0o755)
+  return {
+    'PATH': f'{bin_dir}:{os.environ["PATH"]}',
+    'PYTHON': str(tmp_path / 'python'),
+    'SKIP_METADATA': '',
+    'WORKDIR': 'gs://bucket/run',
+    'TPU_NAME': 'pod',
+  }
+
+
+def test_preflight_passes_when_every_worker_writes_and_runs_this_checkout(tmp_path):
+  result = run([REPO / 'launch/tpu_pod.sh', 'preflight'], env=_fake_pod(tmp_path))
+  assert result.returncode == 0, result.stdout + result.stderr
+  fingerprint = run([REPO / 'launch/tpu_worker.sh', 'fingerprint']).stdout.strip()
+  for worker in (0, 1):
+    assert f'preflight: worker {worker} of 2 ok checkout {fingerprint}' in result.stdout
+  assert 'preflight: PASS: 2 workers' in result.stdout
+
+
+def test_preflight_fails_on_a_worker_that_cannot_write(tmp_path):
+  result = run([REPO / 'launch/tpu_pod.sh', 'preflight'], env=_fake_pod(tmp_path, fail_worker='1'))
+  assert result.returncode == 1
+  assert 'preflight: worker 1 FAIL: cannot write and read back gs://bucket/run/.preflight/' in (
+    result.stdout
+  )
+  assert '1 of 2 workers passed' in result.stderr
+
+
+def test_preflight_fails_when_workers_run_different_checkouts(tmp_path):
+  result = run(
+    [REPO / 'launch/tpu_pod.sh', 'preflight'], env=_fake_pod(tmp_path, other_checkout=True)
+  )
+  assert result.returncode == 1
+  assert 'the workers run different checkouts' in result.stderr
