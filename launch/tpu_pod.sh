@@ -175,7 +175,7 @@ test -x .venv/bin/python || $py -m venv .venv
 # reports a hash of its checkout; all must answer, and with one hash. Exits 1 otherwise.
 preflight() {  # WORKDIR
   local out status=0 expected ok hashes mine
-  out=$(on_workers preflight "$1" "$CONFIG" 2>&1) || status=$?
+  out=$(on_workers preflight "$1" "$CONFIG" 2>&1 | tr -d '\r') || status=$?
   printf '%s\n' "$out"
   if [[ "$DRY_RUN" == 1 ]]; then
     return 0
