@@ -7,13 +7,17 @@ STAMP := $(VENV)/.installed
 # 8 fake CPU devices so that sharding code runs the same paths as on a pod slice.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# This Makefile runs on the CPU. libtpu (installed for compile-only TPU checks, the `aot`
+# extra) is then never tried as a backend, and several processes may load it at once.
+export JAX_PLATFORMS ?= cpu
+export ALLOW_MULTIPLE_LIBTPU_LOAD ?= 1
 
 .PHONY: demo test lint bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[envs,dev]'
+	$(PY) -m pip install --quiet -e '.[envs,dev,aot]'
 	touch $(STAMP)
 
 # The whole job on this machine: data generated on first use, a tiny Gato trained with

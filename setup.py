@@ -45,6 +45,8 @@ setuptools.setup(
     ],
     'dev': ['pytest>=8', 'hypothesis>=6.100', 'ruff>=0.15'],
     'tpu': [f'jax[tpu]=={JAX}'],
+    # libtpu for `python -m gato_jax.aot`: compiles for a TPU slice on any machine (CPU too).
+    'aot': [f'jax[tpu]=={JAX}'],
     'cuda': [f'jax[cuda12]=={JAX}'],
   },
 )

@@ -6,7 +6,7 @@ gato_jax/model/gato.py validates them at start-up.
 
 import ml_collections
 
-from configs import common
+from configs import common, slices
 
 # name: (layers, d_model, heads, FF hidden, key/value size), Reed et al. 2022, table in C.1.
 SIZES = {
@@ -49,8 +49,12 @@ def model_config(size: str) -> ml_collections.ConfigDict:
   })
 
 
-def paper_config(size: str) -> ml_collections.ConfigDict:
-  """A whole experiment config for one of the paper's sizes; configs/gato_*.py return it."""
+def paper_config(size: str, slice_preset: str | None = None) -> ml_collections.ConfigDict:
+  """A whole experiment config for one of the paper's sizes; configs/gato_*.py return it.
+
+  `slice_preset` names a TPU slice of configs/slices.py, whose mesh, accumulation and remat
+  were compiled and shown to fit there (gato_jax.aot).
+  """
   config = ml_collections.ConfigDict()
   config.tokenizer = common.tokenizer_config()  # T5's 32,000 SentencePiece pieces.
   config.model = model_config(size)  # Layers, widths and options: model_config above.
@@ -63,4 +67,6 @@ def paper_config(size: str) -> ml_collections.ConfigDict:
   # Table 1's domain weights over the tasks here, plus C4 and COCO (prepared in data_dir).
   config.data = common.data_config('gato_table1', data_dir='gs://YOUR_BUCKET/tensorflow_datasets')
   config.eval = common.eval_config()  # 50 episodes per env task of the mixture (figure 5).
+  if slice_preset:
+    slices.apply(config, slice_preset)  # Mesh, grad_accum_steps, model.remat, topology.
   return config

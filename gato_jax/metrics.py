@@ -56,6 +56,23 @@ def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: 
   }
 
 
+def remat_flops_per_token(config: ml_collections.ConfigDict, length: int) -> float:
+  """FLOPs per token that rematerialization adds in the backward pass (not model FLOPs).
+
+  'full' recomputes each layer's whole forward pass; 'minimal' keeps the weight matmuls
+  but recomputes attention's two batched products (scores and weighted values).
+  """
+  m = config.model
+  attn_width = m.num_heads * m.head_dim
+  attention_forward = 4.0 * m.num_layers * length * attn_width
+  if m.remat == 'full':
+    layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
+    return 2.0 * m.num_layers * layer_macs + attention_forward
+  if m.remat == 'minimal':
+    return attention_forward
+  return 0.0
+
+
 def peak_flops(configured: float = 0.0) -> float | None:
   """Peak FLOP/s of all devices together; None when the device kind is unknown."""
   devices = jax.devices()

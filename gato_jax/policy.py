@@ -139,12 +139,7 @@ def _action_position(tokens: jax.Array, kind: int) -> dict[str, jax.Array]:
   }
 
 
-@functools.partial(
-  nnx.jit,
-  static_argnames=('action_tokens', 'action_kind', 'start', 'stop', 'temperature'),
-  donate_argnames='cache',
-)
-def _cached_step(
+def cached_step(
   model: Gato,
   observation: dict[str, jax.Array],
   cache: dict[str, jax.Array],
@@ -177,6 +172,14 @@ def _cached_step(
   keys = jax.random.split(key, action_tokens)
   (_, cache, _), tokens = jax.lax.scan(one_token, (logits[:, -1], cache, params), keys)
   return tokens.T, cache
+
+
+# The evaluator's decode step; gato_jax.aot compiles `cached_step` itself for the eval chip.
+_cached_step = nnx.jit(
+  cached_step,
+  static_argnames=('action_tokens', 'action_kind', 'start', 'stop', 'temperature'),
+  donate_argnames='cache',
+)
 
 
 @functools.partial(nnx.jit, static_argnames=('start', 'stop', 'temperature'))

@@ -67,6 +67,13 @@ def make_mesh(config: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
                        devices=devices)
 
 
+def abstract_mesh(config: Any, num_devices: int) -> jax.sharding.AbstractMesh:
+  """The mesh's axis sizes without devices: enough to check a config for any slice."""
+  return jax.sharding.AbstractMesh(
+      mesh_shape(config, num_devices), MESH_AXES,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
 # ----------------------------------------------------------------------------------------
 # Logical axes -> mesh axes
 # ----------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import logging as pylogging
 import math
 import signal
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -49,13 +48,13 @@ LOSS_NORMALIZATIONS = ('tokens', 'sequences')
 
 def validate_config(
   config: ml_collections.ConfigDict,
-  devices: Sequence[jax.Device] | None = None,
+  num_devices: int | None = None,
   process_count: int | None = None,
 ) -> None:
   """Raises ValueError naming the first bad key; the mesh and batch against the devices.
 
-  `devices` and `process_count` default to this run's; gato_jax.aot passes a TPU slice's
-  compile-only devices and host count instead, so nothing here needs the hardware.
+  `num_devices` and `process_count` default to this run's; gato_jax.aot passes a TPU
+  slice's, so nothing here needs the hardware.
   """
   for key in (
     'total_steps',
@@ -84,9 +83,8 @@ def validate_config(
     raise ValueError('config key mesh is missing (mesh.data, mesh.fsdp, mesh.tensor)')
   validate_model_config(config.model)
   optimizer.validate_config(config)
-  devices = jax.devices() if devices is None else devices
-  sharding.mesh_shape(config, len(devices))  # Raises naming mesh.* keys.
-  mesh = sharding.make_mesh(config, devices)
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  mesh = sharding.abstract_mesh(config, num_devices)  # Raises naming mesh.* keys.
   rules = config.axis_rules
   distributed.check_batch_divides(config.batch_size, mesh, rules, process_count)
   micro = config.batch_size // config.grad_accum_steps
@@ -180,7 +178,8 @@ def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict)
     axes = variable.get_metadata().get('out_sharding') or (None,) * len(shape)
     per_layer = math.prod(shape) // (shape[axes.index('layers')] if 'layers' in axes else 1)
     spec = sharding.logical_to_spec(axes, config.axis_rules, shape, mesh)
-    if per_layer >= config.fsdp_min_param_size and all(s is None for s in spec):
+    used = [a for s in spec if s is not None for a in ((s,) if isinstance(s, str) else s)]
+    if per_layer >= config.fsdp_min_param_size and math.prod(mesh.shape[a] for a in used) == 1:
       replicated.append(f'{"/".join(map(str, path))} {shape}')
   if replicated:
     why = sharding.unsplit_parameters(params, mesh, config.axis_rules)

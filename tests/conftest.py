@@ -5,6 +5,10 @@ import os
 # Before anything imports jax: sharding tests need a multi-device mesh on a CPU machine.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# libtpu (the `aot` extra) would otherwise be tried as a backend by every JAX process, each
+# taking its lock file: the tests run on CPU and only compile for TPU topologies.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 import pytest  # noqa: E402
 

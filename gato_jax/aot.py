@@ -1,0 +1,445 @@
+"""Compiles the trainer's own step for a TPU slice on this machine, and says whether it fits.
+
+  python -m gato_jax.aot --config=configs/gato_1b2.py:v5e-16
+  python -m gato_jax.aot --config=configs/gato_1b2.py --topology=v5p-32 \\
+      --config.mesh.data=1 --config.mesh.fsdp=16 --config.grad_accum_steps=2
+  python -m gato_jax.aot --config=configs/demo.py --topology=cpu:8 --json_out=/tmp/aot.json
+
+The step compiled is the one `python -m gato_jax.train` runs: `train.jit_train_step` on the
+abstract state of `train.abstract_train_state`, with the same shardings and donation, for
+the global batch. Nothing is allocated: libtpu's compile-only devices stand in for the
+slice (MaxText's train_compile.py does the same), so a config can be proven to compile and
+fit before a pod is rented. The evaluator's KV-cached decode step is compiled too, on the
+evaluation chip, at the batch sizes asked for.
+
+Per device it prints arguments, outputs, temporaries and the peak against the chip's HBM,
+the model FLOPs per step and the step time and MFU that the chip's peak FLOP/s would allow
+(a roofline: no communication, no memory stalls). It exits 1 when a step does not fit,
+saying by how much. TPU topologies need libtpu: `pip install -e '.[aot]'`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+# libtpu takes a lock file per process unless told that several may load it; compiling
+# needs no TPU, so this process must not fight a trainer or another compile for it.
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from gato_jax import (  # noqa: E402
+  data,
+  distributed,
+  metrics,
+  optimizer,
+  sharding,
+  tokenizer,
+  train,
+)
+from gato_jax.model import decode, from_config  # noqa: E402
+
+GiB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """One Cloud TPU generation as libtpu's topology API and its slice names describe it."""
+
+  topology_prefix: str  # get_topology_desc's topology_name starts '<prefix>:'.
+  chip_config: str  # 'megacore': one JAX device per chip of two TensorCores.
+  dims: int  # 2D (v5e, v6e) or 3D (v4, v5p) torus.
+  cores_per_chip: int  # Slice names count TensorCores on v4/v5p ('v4-32' = 16 chips).
+  hbm_bytes: int  # What the compiler may use per chip (libtpu 0.0.42.1's own figure).
+  peak_flops: float  # Dense bf16 FLOP/s per chip.
+
+
+GENERATIONS = {
+  'v4': Generation('v4', 'megacore', 3, 2, int(30.75 * GiB), 275e12),
+  'v5e': Generation('v5e', 'default', 2, 1, int(15.75 * GiB), 197e12),
+  'v5p': Generation('v5', 'megacore', 3, 2, int(95.74 * GiB), 459e12),
+  'v6e': Generation('v6e', 'default', 2, 1, int(31.25 * GiB), 918e12),
+}
+ALIASES = {'v5litepod': 'v5e', 'v6litepod': 'v6e'}
+CHIPS_PER_HOST = 4  # Every multi-host slice of these generations; 8-chip v5e/v6e are one host.
+
+
+@dataclasses.dataclass
+class Slice:
+  """The devices to compile for, and what one of them can hold and compute."""
+
+  name: str
+  devices: list[Any]
+  hosts: int
+  hbm_bytes: int | None  # None: unknown (CPU), no fit check.
+  peak_flops: float  # Per device.
+
+  @property
+  def device_kind(self) -> str:
+    return self.devices[0].device_kind
+
+
+def _torus(chips: int, dims: int) -> tuple[int, ...]:
+  """The slice's chip grid as Cloud TPU names it: 4x4, 2x4, 2x2x1, 2x2x4, 4x4x8, ..."""
+  if chips < 1 or chips & (chips - 1):
+    raise ValueError(f'a TPU slice has a power-of-two chip count, got {chips}')
+  if dims == 3 and chips < 8:
+    return {1: (1, 1, 1), 2: (1, 2, 1), 4: (2, 2, 1)}[chips]
+  shape = [1] * dims
+  i = 0
+  while math.prod(shape) < chips:
+    shape[i % dims] *= 2
+    i += 1
+  return tuple(sorted(shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceShape:
+  """A Cloud TPU slice name taken apart: what libtpu's topology API needs, no devices."""
+
+  generation: Generation
+  chips: int
+  grid: tuple[int, ...]
+  host_bounds: tuple[int, ...]
+  wrap: tuple[bool, ...]
+
+  @property
+  def hosts(self) -> int:
+    return self.chips // math.prod(self.host_bounds)
+
+
+def slice_shape(name: str) -> SliceShape:
+  """'v5e-16', 'v5litepod-16', 'v4-32', 'v5p-128', 'v6e-8' -> its chips, grid and hosts."""
+  match = re.fullmatch(r'([a-z0-9]+)-(\d+)', name)
+  generation = match and ALIASES.get(match.group(1), match.group(1))
+  if not match or generation not in GENERATIONS:
+    raise ValueError(
+      f'unknown topology {name!r}: expected cpu:N or <generation>-<size> with generation '
+      f'one of {sorted(GENERATIONS)} (v5litepod = v5e), e.g. v5e-16, v4-32, v5p-128'
+    )
+  gen = GENERATIONS[generation]
+  size = int(match.group(2))
+  if size % gen.cores_per_chip:
+    raise ValueError(f'topology {name}: {generation} slice sizes count TensorCores, '
+                     f'a multiple of {gen.cores_per_chip}')
+  chips = size // gen.cores_per_chip
+  grid = _torus(chips, gen.dims)
+  single_host = chips <= (8 if gen.dims == 2 else CHIPS_PER_HOST)
+  host_bounds = (*grid, 1)[:3] if single_host else (2, 2, 1)
+  # Wraparound links exist on full 2D pods and on 3D dimensions of 4 or more; they change
+  # how collectives route, not what memory a step needs.
+  wrap = tuple(d >= (16 if gen.dims == 2 else 4) for d in grid) + (False,) * (3 - gen.dims)
+  return SliceShape(gen, chips, grid, host_bounds, wrap)
+
+
+def parse_topology(name: str) -> Slice:
+  """A slice name (see slice_shape) or 'cpu:N' -> the devices to compile for."""
+  if name.startswith('cpu:'):
+    count = int(name.split(':', 1)[1])
+    devices = jax.devices('cpu')
+    if count > len(devices):
+      raise ValueError(
+        f'--topology={name} needs {count} CPU devices but this process has {len(devices)}; '
+        f'start it with XLA_FLAGS=--xla_force_host_platform_device_count={count}'
+      )
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return Slice(name, devices[:count], 1, total // count, metrics.CPU_PEAK_FLOPS / count)
+  shape = slice_shape(name)
+  gen = shape.generation
+  topology = get_topology(f'{gen.topology_prefix}:{"x".join(map(str, shape.grid))}',
+                          gen.chip_config, shape.host_bounds, shape.wrap)
+  hosts = len({d.process_index for d in topology})
+  return Slice(name, list(topology), hosts, gen.hbm_bytes, gen.peak_flops)
+
+
+def get_topology(topology_name: str, chip_config: str, host_bounds: Sequence[int],
+                 wrap: Sequence[bool]) -> list[Any]:
+  """libtpu's compile-only devices; a clear error when libtpu is not installed."""
+  from jax.experimental import topologies
+
+  try:
+    return topologies.get_topology_desc(
+      platform='tpu', topology_name=topology_name, chip_config_name=chip_config,
+      chips_per_host_bounds=tuple(host_bounds), num_slices=1, wrap=tuple(wrap),
+    ).devices
+  except Exception as e:  # jax raises RuntimeError or JaxRuntimeError, by version.
+    try:
+      import libtpu  # noqa: F401
+    except ImportError:
+      raise SystemExit(
+        'compiling for a TPU topology needs libtpu, which is not installed: '
+        "pip install -e '.[aot]' (it brings jax[tpu] at the pinned jax version)"
+      ) from None
+    raise RuntimeError(f'libtpu could not describe topology {topology_name}: {e}') from e
+
+
+# ----------------------------------------------------------------------------------------
+# Compiling and measuring
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Report:
+  """One compiled step on one slice; bytes are per device."""
+
+  step: str  # 'train' or 'decode batch=N'.
+  topology: str
+  device_kind: str
+  devices: int
+  hosts: int
+  settings: dict[str, Any]
+  fits: bool
+  hbm_bytes: int | None
+  peak_bytes: int | None = None
+  argument_bytes: int | None = None
+  output_bytes: int | None = None
+  alias_bytes: int | None = None
+  temp_bytes: int | None = None
+  error: str | None = None
+  flops_per_step: float | None = None
+  roofline_step_s: float | None = None
+  roofline_tokens_per_s: float | None = None
+  mfu_bound: float | None = None
+  compile_s: float = 0.0
+
+  def over_by(self) -> float | None:
+    if self.peak_bytes is None or self.hbm_bytes is None:
+      return None
+    return self.peak_bytes - self.hbm_bytes
+
+
+_EXHAUSTED = re.compile(r'RESOURCE_EXHAUSTED|exceeds available HBM|Ran out of memory', re.I)
+_NEEDED = re.compile(r'required for HLO temporaries \(([\d.]+)([TGMK])\)')
+
+
+def _compile(lowered, report: Report) -> Any:
+  start = time.perf_counter()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XlaRuntimeError; its class moved between jax versions.
+    report.compile_s = time.perf_counter() - start
+    message = str(e)
+    if not _EXHAUSTED.search(message):
+      raise
+    report.fits = False
+    report.error = message.splitlines()[0][:400]
+    needed = _NEEDED.search(message)
+    if needed:
+      scale = {'T': 1024 * GiB, 'G': GiB, 'M': 1024**2, 'K': 1024}[needed.group(2)]
+      report.temp_bytes = int(float(needed.group(1)) * scale)
+      report.peak_bytes = report.temp_bytes
+    return None
+  report.compile_s = time.perf_counter() - start
+  stats = compiled.memory_analysis()
+  if stats is not None:
+    report.argument_bytes = stats.argument_size_in_bytes
+    report.output_bytes = stats.output_size_in_bytes
+    report.alias_bytes = stats.alias_size_in_bytes
+    report.temp_bytes = stats.temp_size_in_bytes
+    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+    report.peak_bytes = max(getattr(stats, 'peak_memory_in_bytes', 0) or 0, total)
+  report.fits = report.hbm_bytes is None or (report.peak_bytes or 0) <= report.hbm_bytes
+  return compiled
+
+
+def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
+  """Compiles the trainer's step for the whole global batch on `target`."""
+  train.validate_config(config, len(target.devices), target.hosts)
+  mesh = sharding.make_mesh(config, target.devices)
+  rules = config.axis_rules
+  tx = optimizer.make_optimizer(config)
+  layout = train.abstract_train_state(config, mesh, tx)
+  shapes = train.batch_shapes(config, config.batch_size)
+  step = train.jit_train_step(config, mesh, layout, tx, shapes)
+  batch = {
+    k: jax.ShapeDtypeStruct(
+      s.shape, s.dtype, sharding=distributed.batch_sharding(mesh, rules, len(s.shape)))
+    for k, s in shapes.items()
+  }
+  length = config.model.max_length
+  report = Report(
+    step='train', topology=target.name, device_kind=target.device_kind,
+    devices=len(target.devices), hosts=target.hosts, fits=False, hbm_bytes=target.hbm_bytes,
+    settings={
+      'mesh': dict(mesh.shape), 'batch_size': config.batch_size, 'max_length': length,
+      'grad_accum_steps': config.grad_accum_steps, 'remat': config.model.remat,
+      'dtype': config.model.dtype, 'attention': config.model.attention,
+      'scan_layers': config.model.scan_layers,
+    },
+  )
+  with sharding.axis_rules(mesh, rules):
+    lowered = step.lower(layout.params, layout.opt_state, batch,
+                         jax.ShapeDtypeStruct((), jnp.int32))
+  _compile(lowered, report)
+  tokens = config.batch_size * length
+  per_token = metrics.flops_per_token(config, length, layout.vocab_rows)
+  hardware = per_token['total'] + metrics.remat_flops_per_token(config, length)
+  report.flops_per_step = per_token['total'] * tokens
+  report.roofline_step_s = hardware * tokens / (target.peak_flops * len(target.devices))
+  report.roofline_tokens_per_s = tokens / report.roofline_step_s
+  report.mfu_bound = per_token['total'] / hardware
+  return report
+
+
+def decode_timestep(config: ml_collections.ConfigDict) -> tuple[str, int, int]:
+  """(task, observation positions, action tokens) of the longest env timestep that fits L."""
+  from gato_jax.envs.specs import TASK_SPECS
+
+  fitting = [s for s in TASK_SPECS.values() if s.tokens_per_timestep <= config.model.max_length]
+  spec = max(fitting, key=lambda s: s.tokens_per_timestep)
+  return spec.name, spec.observation_tokens + 1, spec.action_tokens
+
+
+def compile_decode(config: ml_collections.ConfigDict, target: Slice, batch_size: int) -> Report:
+  """Compiles the evaluator's cached decode step (one timestep in, its action out).
+
+  The evaluator runs on one chip with the whole model on it, so this is compiled for the
+  first device of `target` with every array there.
+  """
+  from gato_jax import policy  # Imports gymnasium through the env wrappers.
+
+  device = target.devices[0]
+  place = jax.sharding.SingleDeviceSharding(device)
+  abstract = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  task, positions, action_tokens = decode_timestep(config)
+  layout = tokenizer.layout_from_config(config)
+  cache = jax.eval_shape(lambda: decode.init_cache(abstract, batch_size))
+  observation = {k: v for k, v in data.batch_shapes(batch_size, positions).items()
+                 if k != 'loss_mask'}
+  key = jax.eval_shape(lambda: jax.random.key(0))
+
+  def on_device(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=place), tree)
+
+  def step(state, observation, cache, key):
+    return policy.cached_step(
+      nnx.merge(graphdef, state), observation, cache, key, action_tokens=action_tokens,
+      action_kind=int(tokenizer.TokenKind.ACTION_DISCRETE), start=0,
+      stop=layout.vocab_size, temperature=1.0)
+
+  report = Report(
+    step=f'decode batch={batch_size}', topology=target.name, device_kind=target.device_kind,
+    devices=1, hosts=1, fits=False, hbm_bytes=target.hbm_bytes,
+    settings={'batch_size': batch_size, 'task': task, 'observation_positions': positions,
+              'action_tokens': action_tokens, 'cache_length': config.model.max_length,
+              'dtype': config.model.dtype, 'param_dtype': config.model.param_dtype},
+  )
+  lowered = jax.jit(step, donate_argnums=2).lower(
+    on_device(state), on_device(observation), on_device(cache), on_device(key))
+  _compile(lowered, report)
+  return report
+
+
+# ----------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------
+
+
+def _gib(value: int | None) -> str:
+  return '-' if value is None else f'{value / GiB:.2f}'
+
+
+def format_report(report: Report) -> str:
+  """The block of lines the tool prints for one compiled step."""
+  s = report.settings
+  if report.step == 'train':
+    mesh = ' '.join(f'{k}={v}' for k, v in s['mesh'].items())
+    what = (f'train step on {report.topology}: {report.devices} x {report.device_kind}, '
+            f'{report.hosts} hosts; mesh {mesh}; batch {s["batch_size"]} x L '
+            f'{s["max_length"]}, grad_accum {s["grad_accum_steps"]}, remat {s["remat"]}')
+  else:
+    what = (f'{report.step} on one {report.device_kind} ({report.topology}): '
+            f'{s["task"]}, {s["observation_positions"]} observation positions, '
+            f'{s["action_tokens"]} action tokens, cache {s["cache_length"]}')
+  lines = [what]
+  hbm = _gib(report.hbm_bytes)
+  rows = [('arguments', report.argument_bytes), ('outputs', report.output_bytes),
+          ('aliased (donated)', report.alias_bytes), ('temporaries', report.temp_bytes)]
+  lines += [f'  {name:<20}{_gib(v):>9} GiB' for name, v in rows]
+  if report.peak_bytes is not None and report.hbm_bytes:
+    share = f' ({100 * report.peak_bytes / report.hbm_bytes:.0f}%)'
+  else:
+    share = ''
+  verdict = 'fits' if report.fits else 'DOES NOT FIT'
+  label = 'peak' if report.argument_bytes is not None else 'peak (temporaries)'
+  lines.append(f'  {label:<20}{_gib(report.peak_bytes):>9} GiB of {hbm} GiB HBM{share}: '
+               f'{verdict}')
+  if not report.fits:
+    over = report.over_by()
+    if over is not None:
+      lines.append(f'  over by {over / GiB:.2f} GiB per device')
+    if report.error:
+      lines.append(f'  compiler: {report.error}')
+  if report.flops_per_step:
+    lines.append(f'  model FLOPs/step    {report.flops_per_step:.3e}')
+    lines.append(f'  roofline            {report.roofline_step_s:.3f} s/step, '
+                 f'{report.roofline_tokens_per_s:,.0f} tokens/s, MFU at most '
+                 f'{100 * report.mfu_bound:.0f}% (remat recompute)')
+  lines.append(f'  compiled in {report.compile_s:.0f} s')
+  return '\n'.join(lines)
+
+
+def run(config: ml_collections.ConfigDict, topology: str, eval_topology: str,
+        decode_batches: Sequence[int]) -> list[Report]:
+  """Every step the tool compiles, in order: train on `topology`, decode on `eval_topology`."""
+  reports = [compile_train(config, parse_topology(topology))]
+  if decode_batches:
+    target = parse_topology(eval_topology)
+    reports += [compile_decode(config, target, b) for b in decode_batches]
+  return reports
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Only when run as a program, so that modules importing this one keep their flags."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py[:slice]).')
+  flags.DEFINE_string('topology', '', "Slice to compile for: v5e-16, v4-32, v5p-128, v6e-8 or "
+                      "cpu:N; default the config's `topology` key (set by slice presets).")
+  flags.DEFINE_string('eval_topology', 'v5e-1', "The evaluator's chip (launch/tpu_pod.sh's "
+                      'EVAL_ACCELERATOR_TYPE); cpu:N for CPU.')
+  flags.DEFINE_list('decode_batch_sizes', ['1', '16'], 'Decode steps to compile; empty = none.')
+  flags.DEFINE_string('json_out', '', 'Also write the reports here as JSON.')
+  flags.mark_flags_as_required(['config'])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  topology = FLAGS.topology or config.get('topology', '')
+  if not topology:
+    raise app.UsageError(
+      '--topology is required (or a slice preset: --config=configs/gato_1b2.py:v5e-16)')
+  reports = run(config, topology, FLAGS.eval_topology,
+                [int(b) for b in FLAGS.decode_batch_sizes])
+  for report in reports:
+    print(format_report(report), flush=True)
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, 'w') as f:
+      json.dump([dataclasses.asdict(r) for r in reports], f, indent=1)
+  failed = [r.step for r in reports if not r.fits]
+  if failed:
+    print(f'does not fit: {", ".join(failed)}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
