@@ -17,7 +17,7 @@ export ALLOW_MULTIPLE_LIBTPU_LOAD ?= 1
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[envs,dev,aot]'
+	$(PY) -m pip install --quiet -e '.[envs,dev,aot,viz]'
 	touch $(STAMP)
 
 # The whole job on this machine: data generated on first use, a tiny Gato trained with

@@ -44,6 +44,9 @@ setuptools.setup(
       'gymnasium[classic-control,box2d]>=1.4,<1.5',
     ],
     'dev': ['pytest>=8', 'hypothesis>=6.100', 'ruff>=0.15'],
+    # `tensorboard --logdir WORKDIR`: the trainer's scalars and, with the profile plugin,
+    # the traces of config.profile_steps.
+    'viz': ['tensorboard>=2.21,<2.22', 'tensorboard-plugin-profile>=2.24,<2.25'],
     'tpu': [f'jax[tpu]=={JAX}'],
     # libtpu for `python -m gato_jax.aot`: compiles for a TPU slice on any machine (CPU too).
     'aot': [f'jax[tpu]=={JAX}'],

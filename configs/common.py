@@ -88,6 +88,8 @@ def train_config(
       'keep_checkpoints': 3,  # The newest K complete checkpoints are kept.
       'async_checkpointing': True,  # Write checkpoints in the background while training.
       'log_every_steps': log_every_steps,  # metrics.jsonl, TensorBoard and console line.
+      # 'FIRST,LAST': a jax.profiler trace of those steps in WORKDIR/profile; '' = none.
+      'profile_steps': '',
       # Fail at start-up if mesh.fsdp > 1 and a parameter this large is left replicated.
       'fsdp_min_param_size': 2**16,
       # Peak FLOP/s per device for MFU; 0 = look the device kind up (gato_jax/metrics.py).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging as pylogging
 import math
+import os
 import signal
 import time
 from typing import Any
@@ -77,6 +78,7 @@ def validate_config(
       f'config key loss_normalization must be one of {LOSS_NORMALIZATIONS}, got '
       f'{config.get("loss_normalization")!r}'
     )
+  profile_steps(config)  # Raises naming profile_steps.
   if 'data' not in config or 'source' not in config.data:
     raise ValueError('config key data.source is missing (see gato_jax/data/__init__.py)')
   if 'mesh' not in config:
@@ -394,6 +396,56 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def profile_steps(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  """`config.profile_steps` 'a,b' -> (a, b), the first and last step traced; '' -> None."""
+  value = config.get('profile_steps', '')
+  if value in ('', None):
+    return None
+  try:
+    first, last = (int(v) for v in str(value).split(','))
+  except ValueError:
+    first, last = 0, -1
+  if not 1 <= first <= last <= config.total_steps:
+    raise ValueError(
+      f"config key profile_steps must be 'FIRST,LAST' with 1 <= FIRST <= LAST <= total_steps "
+      f'({config.total_steps}), got {value!r}'
+    )
+  return first, last
+
+
+class Profiler:
+  """A jax.profiler trace of steps FIRST..LAST under WORKDIR/profile (TensorBoard, XProf).
+
+  Every process writes its own host's trace there. Steps are dispatched asynchronously,
+  so the trace stops only once the last profiled step has finished on the device.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.window = profile_steps(config)
+    self.directory = os.path.join(workdir, 'profile')
+    self.active = False
+
+  def before(self, step: int) -> None:
+    """Called with the number of the step about to run (1-based)."""
+    # A run resumed inside the window traces the rest of it.
+    if self.window and not self.active and self.window[0] <= step <= self.window[1]:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+      logging.info('profiling steps %d to %d into %s', step, self.window[1], self.directory)
+
+  def after(self, step: int, outputs: Any) -> None:
+    if self.active and step == self.window[1]:
+      jax.block_until_ready(outputs)
+      self.stop()
+
+  def stop(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+      logging.info('profile written to %s (tensorboard --logdir %s, Profile tab)',
+                   self.directory, os.path.dirname(self.directory))
+
+
 def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(
@@ -460,6 +512,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
   peak = metrics.peak_flops(config.peak_flops)
   writer = metrics.MetricWriter(workdir, config.total_steps, step)
   preemption = Preemption(checkpoints)
+  profiler = Profiler(config, workdir)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
   last_saved = latest
   interval_start, interval_steps = time.perf_counter(), 0
@@ -495,8 +548,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
     with sharding.axis_rules(mesh, rules):
       while step < config.total_steps:
         batch = distributed.global_batch(next(iterator), mesh, rules)
+        profiler.before(step + 1)
         params, opt_state, step_metrics = train_step(params, opt_state, batch, step)
         step += 1
+        profiler.after(step, (params, step_metrics))
         interval_steps += 1
         pending.append((step, step_metrics))
         preempted = preemption.reached(step)
@@ -513,6 +568,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
           break
       flush()
   finally:
+    profiler.stop()  # A run that ends inside the window still leaves its trace.
     checkpoints.close()  # Waits for an in-flight save: the last good checkpoint completes.
     writer.close()
     preemption.close()

@@ -117,6 +117,9 @@ def reference(tmp_path_factory):
     ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate'),
     ({'model.num_layers': 0}, 'model.num_layers'),
     ({'loss_normalization': 'rows'}, 'loss_normalization'),
+    ({'profile_steps': '3'}, 'profile_steps'),
+    ({'profile_steps': '5,2'}, 'profile_steps'),
+    ({'profile_steps': '2,11'}, 'profile_steps'),
   ],
 )
 def test_config_errors_name_the_key(overrides, key):
@@ -319,3 +322,12 @@ def test_resume_on_another_mesh_continues_the_run(tmp_path, reference):
     finals.append(jax.device_get(jax.tree.leaves(nnx.state(model, nnx.Param))))
   for a, b in zip(*finals, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_profile_steps_write_a_trace_of_those_steps(tmp_path):
+  # Steps 2..3 of 4: the trace is written while the run goes on, and the run is unchanged.
+  config = tiny_config(total_steps=4, checkpoint_every_steps=4, profile_steps='2,3')
+  assert train.train(config, str(tmp_path)) == 4
+  traces = list((tmp_path / 'profile').rglob('*.xplane.pb'))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  assert sorted(logged_losses(tmp_path)) == [1, 2, 3, 4]
