@@ -17,7 +17,7 @@
 #
 # Environment (defaults in brackets):
 #   WORKDIR           gs://BUCKET/RUN: checkpoints, TensorBoard (required for train, evaluate)
-#   CONFIG            [configs/gato_1b2.py]
+#   CONFIG            [configs/gato_1b2.py:<ACCELERATOR_TYPE's slice preset> when there is one]
 #   TPU_NAME          [gato-$USER]          ZONE [us-east5-a]     PROJECT [gcloud's default]
 #   ACCELERATOR_TYPE  [v5p-32]              RUNTIME_VERSION [v2-alpha-tpuv5]
 #   QUEUED=1          create through a queued resource named TPU_NAME (waits until ACTIVE)
@@ -65,7 +65,14 @@ ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v5p-32}
 RUNTIME_VERSION=${RUNTIME_VERSION:-v2-alpha-tpuv5}
 QUEUED=${QUEUED:-0}
 SPOT=${SPOT:-0}
-CONFIG=${CONFIG:-configs/gato_1b2.py}
+# The default config is gato_1b2 with the slice preset of ACCELERATOR_TYPE (configs/slices.py;
+# v5litepod-N is preset v5e-N), compiled and shown to fit there by python -m gato_jax.aot.
+preset=${ACCELERATOR_TYPE/#v5litepod-/v5e-}
+if grep -q "^  '${preset}':" "$(dirname "$0")/../configs/slices.py" 2>/dev/null; then
+  CONFIG=${CONFIG:-configs/gato_1b2.py:${preset}}
+else
+  CONFIG=${CONFIG:-configs/gato_1b2.py}
+fi
 WORKDIR=${WORKDIR:-}
 EVAL_NAME=${EVAL_NAME:-${TPU_NAME}-eval}
 EVAL_ZONE=${EVAL_ZONE:-$ZONE}

@@ -121,8 +121,9 @@ preflight() {
   endpoints=$(metadata worker-network-endpoints)
   id=${id:-$WORKER}
   count=$(( $(tr -cd ',' <<< "$endpoints" | wc -c) + 1 ))
-  if [[ ! -f "$config" ]]; then
-    echo "preflight: worker ${id} FAIL: no config file ${config} in $(pwd)"
+  # A slice preset rides after the file name: configs/gato_1b2.py:v5e-16.
+  if [[ ! -f "${config%%:*}" ]]; then
+    echo "preflight: worker ${id} FAIL: no config file ${config%%:*} in $(pwd)"
     return 1
   fi
   hash=$(fingerprint)

@@ -91,16 +91,29 @@ def test_tpu_pod_train_checks_frees_the_chips_then_starts_the_worker_script():
     assert argv[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'pod']
     assert '--worker=all' in argv and '--zone=z' in argv
   preflight, cleanup, start = (shlex.split(p) for p in payloads)
-  assert preflight[-3:] == ['preflight', 'gs://bucket/run', 'configs/gato_1b2.py']
+  assert preflight[-3:] == ['preflight', 'gs://bucket/run', 'configs/gato_1b2.py:v5p-32']
   assert cleanup[-1] == 'cleanup'
   begin = start.index('launch/tpu_worker.sh')
   assert start[begin - 2 : begin] == ['setsid', 'nohup']
   assert start[begin + 1 : begin + 5] == [
-    '--config=configs/gato_1b2.py',
+    '--config=configs/gato_1b2.py:v5p-32',  # The default slice's preset.
     '--workdir=gs://bucket/run',
     '--config.mesh.data=1',
     '--config.mesh.fsdp=-1',
   ]
+
+
+@pytest.mark.parametrize(
+  'accelerator, config',
+  [
+    ('v5litepod-16', 'configs/gato_1b2.py:v5e-16'),  # gcloud's name for the v5e-16 preset.
+    ('v6e-8', 'configs/gato_1b2.py:v6e-8'),
+    ('v4-8', 'configs/gato_1b2.py'),  # No preset for this slice: the plain config.
+  ],
+)
+def test_tpu_pod_defaults_to_the_slice_preset_of_the_accelerator(accelerator, config):
+  _, payloads = dry_run('train', ACCELERATOR_TYPE=accelerator)
+  assert f'--config={config}' in shlex.split(payloads[-1])
 
 
 def test_tpu_pod_refuses_a_local_workdir():
@@ -118,7 +131,7 @@ def test_tpu_pod_queued_resource_and_evaluator_commands():
   evaluate = shlex.split(run([REPO / 'launch/tpu_pod.sh', 'evaluate', '--step=-1'], env=env).stdout)
   assert 'pod-eval' in evaluate
   remote = next(a for a in evaluate if a.startswith('--command='))
-  expected = 'gato_jax.evaluator --config=configs/gato_1b2.py --workdir=gs://bucket/run --step=-1'
+  expected = 'gato_jax.evaluator --config=configs/gato_1b2.py:v5p-32 --workdir=gs://bucket/run --step=-1'
   assert expected in remote
 
 
