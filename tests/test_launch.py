@@ -131,7 +131,9 @@ def test_tpu_pod_queued_resource_and_evaluator_commands():
   evaluate = shlex.split(run([REPO / 'launch/tpu_pod.sh', 'evaluate', '--step=-1'], env=env).stdout)
   assert 'pod-eval' in evaluate
   remote = next(a for a in evaluate if a.startswith('--command='))
-  expected = 'gato_jax.evaluator --config=configs/gato_1b2.py:v5p-32 --workdir=gs://bucket/run --step=-1'
+  expected = (
+    'gato_jax.evaluator --config=configs/gato_1b2.py:v5p-32 --workdir=gs://bucket/run --step=-1'
+  )
   assert expected in remote
 
 
