@@ -44,19 +44,11 @@ def measure(config: ml_collections.ConfigDict, workdir: str, steps: int, saves: 
   train.validate_config(config)
   mesh = sharding.make_mesh(config)
   tx = optimizer.make_optimizer(config)
-  graphdef, params, rest, opt_state, param_sh, opt_sh = train.create_train_state(config, mesh, tx)
+  layout = train.abstract_train_state(config, mesh, tx)
+  params, opt_state = train.init_train_state(config, mesh, tx, layout)
   iterator = train.make_data(config)
-  batch_sh = {
-    k: distributed.batch_sharding(mesh, config.axis_rules, len(s.shape))
-    for k, s in iterator.element_spec.items()
-  }
+  step_fn = train.jit_train_step(config, mesh, layout, tx, iterator.element_spec)
   with sharding.axis_rules(mesh, config.axis_rules):
-    step_fn = jax.jit(
-      train.make_train_step(config, graphdef, rest, tx),
-      in_shardings=(param_sh, opt_sh, batch_sh, None),
-      out_shardings=(param_sh, opt_sh, None),
-      donate_argnums=(0, 1),
-    )
     batch = distributed.global_batch(next(iterator), mesh, config.axis_rules)
     state = [params, opt_state]
 

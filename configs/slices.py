@@ -22,6 +22,7 @@ PRESETS = {
   'v5p-32': (1, 16, 1, 'minimal'),
   'v5p-128': (4, 16, 1, 'minimal'),
   'v6e-8': (1, 8, 2, 'full'),
+  'h100-8': (1, 8, 1, 'full'),  # One host of 8 H100s (launch/slurm_gpu.sh).
 }
 # The evaluator's chip: launch/tpu_pod.sh's EVAL_ACCELERATOR_TYPE (v5litepod-1).
 EVAL_TOPOLOGY = 'v5e-1'

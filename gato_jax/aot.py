@@ -4,6 +4,7 @@
   python -m gato_jax.aot --config=configs/gato_1b2.py --topology=v5p-32 \\
       --config.mesh.data=1 --config.mesh.fsdp=16 --config.grad_accum_steps=2
   python -m gato_jax.aot --config=configs/demo.py --topology=cpu:8 --json_out=/tmp/aot.json
+  JAX_PLATFORMS=cpu python -m gato_jax.aot --config=configs/gato_1b2.py:h100-8
 
 The step compiled is the one `python -m gato_jax.train` runs: `train.jit_train_step` on the
 abstract state of `train.abstract_train_state`, with the same shardings and donation, for
@@ -15,12 +16,14 @@ evaluation chip, at the batch sizes asked for.
 Per device it prints arguments, outputs, temporaries and the peak against the chip's HBM,
 the model FLOPs per step and the step time and MFU that the chip's peak FLOP/s would allow
 (a roofline: no communication, no memory stalls). It exits 1 when a step does not fit,
-saying by how much. TPU topologies need libtpu: `pip install -e '.[aot]'`.
+saying by how much. TPU topologies need libtpu: `pip install -e '.[aot]'`; `h100-N` (N
+H100s, 8 per host) needs jax's CUDA plugin, `pip install -e '.[cuda]'`, but no GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -74,6 +77,31 @@ GENERATIONS = {
   'v6e': Generation('v6e', 'default', 2, 1, int(31.25 * GiB), 918e12),
 }
 ALIASES = {'v5litepod': 'v5e', 'v6litepod': 'v6e'}
+
+# NVIDIA H100 SXM (80 GB) as XLA's GPU compiler describes a device it cannot see: the
+# GpuTargetConfig that jax's CUDA plugin takes for compile-only devices. Figures are the
+# chip's public specifications (132 SMs, 50 MiB L2, 3.35 TB/s, compute capability 9.0).
+H100_TARGET_CONFIG = """
+gpu_device_info {
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132
+  fpus_per_core: 128 block_dim_limit_x: 2147483647 block_dim_limit_y: 65535
+  block_dim_limit_z: 65535 memory_bandwidth: 3352320000000 l2_cache_size: 52428800
+  clock_rate_ghz: 1.98 device_memory_size: 84929347584 shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 } registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 7 }
+runtime_version { major: 12 minor: 8 patch: 0 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
+GPUS_PER_HOST = 8
+# XLA's GPU compiler does not refuse a program larger than the device (it only logs), so
+# the fit is judged here: against the share of memory JAX's allocator takes, which
+# launch/slurm_gpu.sh sets with XLA_PYTHON_CLIENT_MEM_FRACTION=0.9.
+H100_USABLE_BYTES = int(0.9 * 84929347584)
+H100_PEAK_FLOPS = 989e12  # Dense bf16, SXM.
 CHIPS_PER_HOST = 4  # Every multi-host slice of these generations; 8-chip v5e/v6e are one host.
 
 
@@ -145,8 +173,36 @@ def slice_shape(name: str) -> SliceShape:
   return SliceShape(gen, chips, grid, host_bounds, wrap)
 
 
+def gpu_count(name: str) -> int | None:
+  """'h100-8' -> 8 (hosts of 8 GPUs); None for any other name."""
+  match = re.fullmatch(r'h100-(\d+)', name)
+  if not match:
+    return None
+  count = int(match.group(1))
+  if count < 1 or (count > GPUS_PER_HOST and count % GPUS_PER_HOST):
+    raise ValueError(f'topology {name}: up to {GPUS_PER_HOST} GPUs on one host, or whole '
+                     f'hosts of {GPUS_PER_HOST}')
+  return count
+
+
+def devices_and_hosts(name: str) -> tuple[int, int]:
+  """(devices, hosts) of a topology name, without libtpu or a CUDA plugin."""
+  gpus = gpu_count(name)
+  if gpus is not None:
+    return gpus, max(1, gpus // GPUS_PER_HOST)
+  if name.startswith('cpu:'):
+    return int(name.split(':', 1)[1]), 1
+  shape = slice_shape(name)
+  return shape.chips, shape.hosts
+
+
 def parse_topology(name: str) -> Slice:
-  """A slice name (see slice_shape) or 'cpu:N' -> the devices to compile for."""
+  """A slice name (see slice_shape), 'h100-N' or 'cpu:N' -> the devices to compile for."""
+  gpus = gpu_count(name)
+  if gpus is not None:
+    hosts = max(1, gpus // GPUS_PER_HOST)
+    devices = get_gpu_topology(f'1x{hosts}x{gpus // hosts}')
+    return Slice(name, devices, hosts, H100_USABLE_BYTES, H100_PEAK_FLOPS)
   if name.startswith('cpu:'):
     count = int(name.split(':', 1)[1])
     devices = jax.devices('cpu')
@@ -184,6 +240,28 @@ def get_topology(topology_name: str, chip_config: str, host_bounds: Sequence[int
         "pip install -e '.[aot]' (it brings jax[tpu] at the pinned jax version)"
       ) from None
     raise RuntimeError(f'libtpu could not describe topology {topology_name}: {e}') from e
+
+
+def get_gpu_topology(topology: str) -> list[Any]:
+  """Compile-only H100s through jax's CUDA plugin ('SLICES x HOSTS x GPUS_PER_HOST').
+
+  The plugin checks the CUDA driver when it loads as a backend; JAX_PLATFORMS=cpu keeps
+  it from loading as one, and its compiler is still there for the topology.
+  """
+  from jax.experimental import topologies
+
+  try:
+    return list(topologies.get_topology_desc(
+      platform='cuda', target_config=H100_TARGET_CONFIG, topology=topology).devices)
+  except Exception as e:
+    if importlib.util.find_spec('jax_cuda12_plugin') is None:
+      raise SystemExit(
+        "compiling for GPUs needs jax's CUDA plugin, which is not installed: "
+        "pip install -e '.[cuda]' (about 5.5 GB; no GPU needed to compile)"
+      ) from None
+    raise RuntimeError(
+      f'the CUDA plugin could not describe GPU topology {topology}: {e} (run with '
+      'JAX_PLATFORMS=cpu on a machine without a GPU)') from e
 
 
 # ----------------------------------------------------------------------------------------
@@ -410,8 +488,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Only when run as a program, so that modules importing this one keep their flags."""
   config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py[:slice]).')
-  flags.DEFINE_string('topology', '', "Slice to compile for: v5e-16, v4-32, v5p-128, v6e-8 or "
-                      "cpu:N; default the config's `topology` key (set by slice presets).")
+  flags.DEFINE_string('topology', '', 'Slice to compile for: v5e-16, v4-32, v5p-128, v6e-8, '
+                      "h100-8 or cpu:N; default the config's `topology` key (slice presets).")
   flags.DEFINE_string('eval_topology', 'v5e-1', "The evaluator's chip (launch/tpu_pod.sh's "
                       'EVAL_ACCELERATOR_TYPE); cpu:N for CPU.')
   flags.DEFINE_list('decode_batch_sizes', ['1', '16'], 'Decode steps to compile; empty = none.')

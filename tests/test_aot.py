@@ -26,6 +26,7 @@ from gato_jax.model import from_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = ('gato_79m', 'gato_364m', 'gato_1b2')
 HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
+HAS_CUDA_PLUGIN = importlib.util.find_spec('jax_cuda12_plugin') is not None
 
 
 def paper_config(name: str, preset: str | None = None):
@@ -67,6 +68,24 @@ def test_slice_names_give_chips_grid_and_hosts(name, chips, grid, hosts):
   assert (shape.chips, shape.grid, shape.hosts) == (chips, grid, hosts)
 
 
+@pytest.mark.parametrize(
+  'name, devices, hosts', [('h100-8', 8, 1), ('h100-4', 4, 1), ('h100-32', 32, 4), ('cpu:8', 8, 1)]
+)
+def test_gpu_and_cpu_names_give_devices_and_hosts(name, devices, hosts):
+  assert aot.devices_and_hosts(name) == (devices, hosts)
+
+
+def test_gpus_come_in_whole_hosts():
+  with pytest.raises(ValueError, match='whole hosts of 8'):
+    aot.devices_and_hosts('h100-12')
+
+
+@pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="jax's CUDA plugin is installed here")
+def test_without_the_cuda_plugin_the_tool_says_how_to_get_it():
+  with pytest.raises(SystemExit, match=r"pip install -e '.\[cuda\]'"):
+    aot.parse_topology('h100-8')
+
+
 @pytest.mark.parametrize('name', ['v7x-8', 'v5e', 'v4-3', 'v5e-12', 'tpu-16'])
 def test_bad_slice_names_are_refused(name):
   with pytest.raises(ValueError, match='topology|power-of-two'):
@@ -77,10 +96,10 @@ def test_bad_slice_names_are_refused(name):
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
 def test_every_paper_config_with_every_preset_validates_and_shards(name, preset):
   config = paper_config(name, preset)
-  shape = aot.slice_shape(preset)
+  devices, hosts = aot.devices_and_hosts(preset)
   assert config.topology == preset
-  train.validate_config(config, shape.chips, shape.hosts)
-  mesh = sharding.abstract_mesh(config, shape.chips)
+  train.validate_config(config, devices, hosts)
+  mesh = sharding.abstract_mesh(config, devices)
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(0)))
   train.check_fsdp(nnx.state(model, nnx.Param), mesh, config)
 
