@@ -6,7 +6,8 @@ Layout: `WORKDIR/checkpoints/<step>/` with four items, each its own sub-director
   opt_state  the optax state (sharded like the parameters it mirrors)
   data       each process's data-iterator position (a tf.data checkpoint per process,
              `data-<index>-of-<count>.*`): the stream continues where it stopped
-  meta       JSON: step, the run's config, process count and mesh shape
+  meta       JSON: step, the run's config, process count, mesh shape, and which process
+             held each device of the mesh
 
 Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>` only
 once every item of every process is written (on object stores it writes
@@ -24,6 +25,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -110,6 +112,12 @@ class Checkpoints:
       create=True,
     )
     self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+    if jax.process_count() > 1:
+      # JAX's preemption sync agrees on one past the furthest step any process has
+      # reported (`reached_preemption`), and a process that has reported nothing counts as
+      # step 0. A SIGTERM during the restore or the first compile of a run resumed at step
+      # S would then be agreed on step 1, which that run never reaches: report S now.
+      self.reached_preemption(self.latest_step() or 0)
 
   def latest_step(self) -> int | None:
     steps = complete_steps(self.workdir)
@@ -156,7 +164,14 @@ class Checkpoints:
     self.manager.restore(step, args=ocp.args.Composite(data=DataRestore(iterator)))
 
   def reached_preemption(self, step: int) -> bool:
-    """True on every process at the same step once any got SIGTERM (multi-process only)."""
+    """True on every process at the same step once any got SIGTERM (multi-process only).
+
+    Call it with every step, in order, on every process: JAX's distributed runtime catches
+    SIGTERM (XLA's PreemptionSyncManager, installed by `jax.distributed.initialize`) and
+    agrees on the step after the furthest one any process has passed here. Works the same
+    on CPU with gloo (tests/test_multiprocess.py) as on a TPU pod. Always False in a run of
+    one process.
+    """
     return self.manager.reached_preemption(step)
 
   def wait(self) -> None:
@@ -167,6 +182,15 @@ class Checkpoints:
     self.manager.close()
 
 
+def mesh_processes(mesh: jax.sharding.Mesh) -> list:
+  """The index of the process holding each device of `mesh`: nested lists, mesh-shaped.
+
+  With 4 processes of 2 devices and mesh (data=2, fsdp=4, tensor=1) this is
+  [[[0], [0], [1], [1]], [[2], [2], [3], [3]]]: each fsdp group spans two processes.
+  """
+  return np.vectorize(lambda d: d.process_index, otypes=[int])(mesh.devices).tolist()
+
+
 def meta(step: int, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """The `meta` item: enough to tell what wrote a checkpoint, and its config to rebuild it."""
   return {
@@ -174,6 +198,7 @@ def meta(step: int, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     'config': json.loads(config.to_json_best_effort()),
     'process_count': jax.process_count(),
     'mesh': dict(mesh.shape),
+    'mesh_processes': mesh_processes(mesh),
   }
 
 
@@ -211,7 +236,10 @@ def restore_params(workdir: str, step: int, model: nnx.Module) -> None:
 
 
 def read_meta(workdir: str, step: int) -> dict[str, Any]:
-  """The `meta` item: {'step', 'config', 'process_count', 'mesh'}."""
+  """The `meta` item: {'step', 'config', 'process_count', 'mesh', 'mesh_processes'}.
+
+  Checkpoints written before `mesh_processes` was recorded lack that key.
+  """
   path = _item_dir(workdir, step, 'meta')
   with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
     return checkpointer.restore(path)
