@@ -4,8 +4,8 @@
   python -m gato_jax.train --config=configs/gato_1b2.py:v5e-16 --workdir=gs://BUCKET/run
 
 Each preset is the paper's batch (512 sequences of 1024 tokens) with the least gradient
-accumulation whose compiled step peaks at or under 90% of the chip's HBM, and among those
-remat 'minimal' (no recompute of the matmuls) where it fits. `python -m benchmarks.aot`
+accumulation whose compiled step peaks at or under 90% of the chip's HBM, and at that
+accumulation the least recompute that fits: remat 'none', else 'minimal', else 'full'. `python -m benchmarks.aot`
 compiles every preset for its slice with libtpu's compile-only devices and writes the
 figures that docs/scaling.md shows; a preset is listed here only after it compiled and fit
 there. The smaller paper models take the same presets (they need less of everything).
@@ -20,7 +20,7 @@ PRESETS = {
   'v5e-256': (16, 16, 1, 'minimal'),
   'v4-32': (1, 16, 1, 'full'),
   'v5p-32': (1, 16, 1, 'minimal'),
-  'v5p-128': (4, 16, 1, 'minimal'),
+  'v5p-128': (4, 16, 1, 'none'),
   'v6e-8': (1, 8, 2, 'full'),
   'h100-8': (1, 8, 1, 'full'),  # One host of 8 H100s (launch/slurm_gpu.sh).
 }

@@ -30,7 +30,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 # libtpu takes a lock file per process unless told that several may load it; compiling
@@ -473,13 +473,16 @@ def format_report(report: Report) -> str:
 
 
 def run(config: ml_collections.ConfigDict, topology: str, eval_topology: str,
-        decode_batches: Sequence[int]) -> list[Report]:
-  """Every step the tool compiles, in order: train on `topology`, decode on `eval_topology`."""
-  reports = [compile_train(config, parse_topology(topology))]
+        decode_batches: Sequence[int]) -> Iterator[Report]:
+  """Every step the tool compiles, in order: train on `topology`, decode on `eval_topology`.
+
+  A generator, so that each report can be shown before the next compile starts.
+  """
+  yield compile_train(config, parse_topology(topology))
   if decode_batches:
     target = parse_topology(eval_topology)
-    reports += [compile_decode(config, target, b) for b in decode_batches]
-  return reports
+    for b in decode_batches:
+      yield compile_decode(config, target, b)
 
 
 FLAGS = flags.FLAGS
@@ -505,10 +508,11 @@ def main(argv: list[str]) -> None:
   if not topology:
     raise app.UsageError(
       '--topology is required (or a slice preset: --config=configs/gato_1b2.py:v5e-16)')
-  reports = run(config, topology, FLAGS.eval_topology,
-                [int(b) for b in FLAGS.decode_batch_sizes])
-  for report in reports:
+  reports = []
+  for report in run(config, topology, FLAGS.eval_topology,
+                    [int(b) for b in FLAGS.decode_batch_sizes]):
     print(format_report(report), flush=True)
+    reports.append(report)
   if FLAGS.json_out:
     with open(FLAGS.json_out, 'w') as f:
       json.dump([dataclasses.asdict(r) for r in reports], f, indent=1)
