@@ -5,10 +5,11 @@
 
 Each preset is the paper's batch (512 sequences of 1024 tokens) with the least gradient
 accumulation whose compiled step peaks at or under 90% of the chip's HBM, and at that
-accumulation the least recompute that fits: remat 'none', else 'minimal', else 'full'. `python -m benchmarks.aot`
-compiles every preset for its slice with libtpu's compile-only devices and writes the
-figures that docs/scaling.md shows; a preset is listed here only after it compiled and fit
-there. The smaller paper models take the same presets (they need less of everything).
+accumulation the least recompute that fits: remat 'none', else 'minimal', else 'full'.
+`python -m benchmarks.aot` compiles every preset for its slice with libtpu's compile-only
+devices (jax's CUDA plugin for h100-8) and writes the figures that docs/scaling.md shows; a
+preset is listed here only after it compiled and fit there. The smaller paper models take
+the same presets (they need less of everything).
 """
 
 import ml_collections
