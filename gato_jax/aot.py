@@ -4,7 +4,7 @@
   python -m gato_jax.aot --config=configs/gato_1b2.py --topology=v5p-32 \\
       --config.mesh.data=1 --config.mesh.fsdp=16 --config.grad_accum_steps=2
   python -m gato_jax.aot --config=configs/demo.py --topology=cpu:8 --json_out=/tmp/aot.json
-  JAX_PLATFORMS=cpu python -m gato_jax.aot --config=configs/gato_1b2.py:h100-8
+  python -m gato_jax.aot --config=configs/gato_1b2.py:h100-8
 
 The step compiled is the one `python -m gato_jax.train` runs: `train.jit_train_step` on the
 abstract state of `train.abstract_train_state`, with the same shardings and donation, for
@@ -33,8 +33,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-# libtpu takes a lock file per process unless told that several may load it; compiling
-# needs no TPU, so this process must not fight a trainer or another compile for it.
+# Compiling needs no accelerator: this process runs JAX on the CPU (TPU and GPU devices
+# come from the topology APIs below), so libtpu and the CUDA plugin are never started as
+# backends, which would probe for hardware, and libtpu's per-process lock file is not
+# taken from a trainer or another compile.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 import jax  # noqa: E402
