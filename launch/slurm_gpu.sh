@@ -11,7 +11,10 @@
 # Gato on NVIDIA GPUs across SLURM nodes: one training process per GPU (the default) or per
 # node, the coordinator on the job's first node.
 #
-#   sbatch --nodes=4 launch/slurm_gpu.sh --config=configs/gato_1b2.py --workdir=/shared/runs/1b2
+#   sbatch --nodes=1 launch/slurm_gpu.sh --config=configs/gato_1b2.py:h100-8 \
+#     --workdir=/shared/runs/1b2
+#   (the h100-8 preset was compiled for one node of 8 H100s; for more nodes, check a mesh first
+#   with python -m gato_jax.aot --config=configs/gato_1b2.py:h100-8 --topology=h100-32 ...)
 #   PROCS_PER_NODE=1 sbatch --ntasks-per-node=1 launch/slurm_gpu.sh --config=... --workdir=...
 #
 # Every argument goes to `python -m gato_jax.train`. The workdir must be on a file system
@@ -27,7 +30,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '11,26p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '11,29p' "$0" | sed 's/^# \{0,1\}//'
 }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   usage
