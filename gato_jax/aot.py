@@ -512,10 +512,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(
       '--topology is required (or a slice preset: --config=configs/gato_1b2.py:v5e-16)')
   reports = []
-  for report in run(config, topology, FLAGS.eval_topology,
-                    [int(b) for b in FLAGS.decode_batch_sizes]):
-    print(format_report(report), flush=True)
-    reports.append(report)
+  try:
+    for report in run(config, topology, FLAGS.eval_topology,
+                      [int(b) for b in FLAGS.decode_batch_sizes]):
+      print(format_report(report), flush=True)
+      reports.append(report)
+  except ValueError as e:  # A config or topology error names its key: no traceback.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   if FLAGS.json_out:
     with open(FLAGS.json_out, 'w') as f:
       json.dump([dataclasses.asdict(r) for r in reports], f, indent=1)

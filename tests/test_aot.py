@@ -204,6 +204,14 @@ def _run_tool(*args: str) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=600)
 
 
+def test_a_bad_config_is_one_line_naming_the_key_and_exit_2():
+  result = _run_tool('--config=configs/demo.py', '--topology=cpu:8', '--config.mesh.fsdp=3')
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: config key mesh.data=-1 cannot fill 8 devices')
+  assert 'Traceback' not in result.stderr
+
+
 @pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install -e '.[aot]')")
 def test_demo_size_tpu_compile_fits_and_an_oversized_one_does_not(tmp_path):
   fits = _run_tool('--config=configs/demo.py', '--topology=v5e-4', '--decode_batch_sizes=1',
