@@ -344,7 +344,7 @@ def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
   rules = config.axis_rules
   tx = optimizer.make_optimizer(config)
   layout = train.abstract_train_state(config, mesh, tx)
-  shapes = train.batch_shapes(config, config.batch_size)
+  shapes = data.batch_shapes(config.batch_size, config.model.max_length)
   step = train.jit_train_step(config, mesh, layout, tx, shapes)
   batch = {
     k: jax.ShapeDtypeStruct(

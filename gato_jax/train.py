@@ -114,7 +114,6 @@ class StateLayout:
   """
 
   graphdef: nnx.GraphDef
-  rest: nnx.State  # Non-parameter model state (empty for Gato; kept for nnx.merge).
   params: Any  # Abstract parameters: ShapeDtypeStructs with their shardings.
   opt_state: Any  # Abstract optimizer state, likewise.
   param_shardings: Any
@@ -134,14 +133,12 @@ def abstract_train_state(
   """Shapes and shardings of parameters and optimizer state; checks FSDP. Touches no device."""
   rules = config.axis_rules
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(config.seed)))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  # Parameters are the whole state: the step is a pure function of them, so nothing
+  # concrete is closed over. A model that gained other state (batch statistics, RNG
+  # counters) would make flax refuse this split, naming it.
+  graphdef, params = nnx.split(model, nnx.Param)
   check_fsdp(params, mesh, config)
-  param_shardings = jax.tree.map(
-    lambda x: x.sharding, _abstract(params, sharding.state_shardings(params, mesh, rules))
-  )
-  if jax.tree.leaves(rest):
-    # The step closes over it; an abstract leaf there could not be compiled against.
-    raise NotImplementedError(f'the model has non-parameter state: {rest}')
+  param_shardings = sharding.state_shardings(params, mesh, rules)
   # optax's step counts and other non-parameter leaves are replicated; moments mirror
   # their parameter's sharding.
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -155,7 +152,6 @@ def abstract_train_state(
   )
   return StateLayout(
     graphdef=graphdef,
-    rest=rest,
     params=_abstract(params, param_shardings),
     opt_state=_abstract(abstract_opt, opt_shardings),
     param_shardings=param_shardings,
@@ -196,14 +192,14 @@ def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict)
 def create_train_state(
   config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
 ):
-  """(graphdef, params, rest, opt_state, param shardings, opt shardings), all sharded.
+  """(graphdef, params, opt_state, param shardings, opt shardings), all sharded.
 
   The values are born in the shards `abstract_train_state` gives them.
   """
   layout = abstract_train_state(config, mesh, tx)
   params, opt_state = init_train_state(config, mesh, tx, layout)
   shardings = layout.param_shardings, layout.opt_shardings
-  return layout.graphdef, params, layout.rest, opt_state, *shardings
+  return layout.graphdef, params, opt_state, *shardings
 
 
 def init_train_state(
@@ -212,11 +208,16 @@ def init_train_state(
   tx: optax.GradientTransformation,
   layout: StateLayout,
 ) -> tuple[nnx.State, Any]:
-  """Parameters and optimizer state, each leaf created directly in its shards."""
-  model = sharding.create_sharded(
-    lambda: from_config(config, nnx.Rngs(config.seed)), mesh, config.axis_rules
-  )
-  _, params, _ = nnx.split(model, nnx.Param, ...)
+  """Parameters and optimizer state, each leaf created directly in its layout's shards.
+
+  Initialization runs inside a jit whose outputs are placed shard by shard, so a model
+  larger than one device's memory initializes fine.
+  """
+  with sharding.axis_rules(mesh, config.axis_rules):
+    params = jax.jit(
+      lambda: nnx.split(from_config(config, nnx.Rngs(config.seed)), nnx.Param)[1],
+      out_shardings=layout.param_shardings,
+    )()
   opt_state = jax.jit(tx.init, out_shardings=layout.opt_shardings)(params)
   return params, opt_state
 
@@ -229,7 +230,6 @@ def init_train_state(
 def make_train_step(
   config: ml_collections.ConfigDict,
   graphdef: nnx.GraphDef,
-  rest: nnx.State,
   tx: optax.GradientTransformation,
 ):
   """One optimizer update on a global batch, split into `grad_accum_steps` micro-batches.
@@ -245,7 +245,7 @@ def make_train_step(
   per_sequence = config.loss_normalization == 'sequences'
 
   def summed_loss(params, batch, key):
-    model = nnx.merge(graphdef, params, rest)
+    model = nnx.merge(graphdef, params)
     logits = model(batch, key=key)
     loss, m = next_token_loss(logits, batch['tokens'], batch['kinds'], batch.get('loss_mask'))
     sums = {
@@ -307,11 +307,6 @@ def make_train_step(
   return step_fn
 
 
-def batch_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:
-  """The trainer's input: the data contract's arrays for `batch_size` sequences."""
-  return data.batch_shapes(batch_size, config.model.max_length)
-
-
 def jit_train_step(
   config: ml_collections.ConfigDict,
   mesh: Mesh,
@@ -329,7 +324,7 @@ def jit_train_step(
     k: distributed.batch_sharding(mesh, rules, len(spec.shape)) for k, spec in batch.items()
   }
   return jax.jit(
-    make_train_step(config, layout.graphdef, layout.rest, tx),
+    make_train_step(config, layout.graphdef, tx),
     in_shardings=(layout.param_shardings, layout.opt_shardings, batch_shardings, None),
     out_shardings=(
       layout.param_shardings,

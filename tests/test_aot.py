@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 from configs import demo, slices
-from gato_jax import aot, metrics, optimizer, sharding, train
+from gato_jax import aot, data, metrics, optimizer, sharding, train
 from gato_jax.model import from_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_the_demo_compiles_on_cpu_8_through_the_tool():
   batch = {
     k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=train.distributed.batch_sharding(
       mesh, config.axis_rules, len(s.shape)))
-    for k, s in train.batch_shapes(config, config.batch_size).items()
+    for k, s in data.batch_shapes(config.batch_size, config.model.max_length).items()
   }
   expected = per_device_bytes((layout.params, layout.opt_state, batch))
   assert abs(report.argument_bytes - expected) <= 64  # The step counter and padding.

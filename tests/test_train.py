@@ -142,7 +142,7 @@ def test_state_is_born_sharded_and_fsdp_mistakes_fail_loudly():
   config = tiny_config(**{'mesh.data': 2, 'mesh.fsdp': 4})
   mesh = sharding.make_mesh(config)
   tx = optimizer.make_optimizer(config)
-  _, params, _, opt_state, _, _ = train.create_train_state(config, mesh, tx)
+  _, params, opt_state, _, _ = train.create_train_state(config, mesh, tx)
   table = params['embedder']['tokens'].get_value()
   assert table.sharding.spec[1] == 'fsdp'
   assert table.addressable_shards[0].data.shape == (table.shape[0], table.shape[1] // 4)
@@ -171,13 +171,13 @@ def test_gradient_accumulation_matches_one_big_batch(normalization):
   image = (batch['kinds'] == tokenizer.TokenKind.IMAGE)[..., None]
   batch['patch_positions'] = np.where(image, [3, 4, 5, 6], 0).astype(np.int32)
   batch['loss_mask'] = (np.arange(32) % 3 > 0).astype(np.int32)[None].repeat(8, 0)
-  graphdef, params, rest, opt_state, _, _ = train.create_train_state(config, mesh, tx)
+  graphdef, params, opt_state, _, _ = train.create_train_state(config, mesh, tx)
   with sharding.axis_rules(mesh, config.axis_rules):
     placed = sharding.shard_batch(batch, mesh, config.axis_rules)
     results = []
     for accum in (1, 4):
       config.grad_accum_steps = accum
-      step = jax.jit(train.make_train_step(config, graphdef, rest, tx))
+      step = jax.jit(train.make_train_step(config, graphdef, tx))
       new_params, _, m = step(params, opt_state, placed, 0)
       results.append((jax.device_get(nnx.to_pure_dict(new_params)), jax.device_get(m)))
   (p1, m1), (p4, m4) = results
