@@ -1,6 +1,10 @@
 # The README's two commands. Each creates .venv and installs what it needs on first use;
 # the install re-runs only when setup.py changes.
-PYTHON ?= python3
+# jax >= 0.11 needs Python >= 3.12: the first such interpreter on PATH, else pyenv's 3.12 or 3.13.
+PYTHON ?= $(shell for p in python3.12 python3.13 python3 \
+  $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3 \
+  $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3; do \
+  $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && echo $$p && break; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -15,6 +19,9 @@ export ALLOW_MULTIPLE_LIBTPU_LOAD ?= 1
 .PHONY: demo test lint bench clean
 
 $(STAMP): setup.py
+	@test -n "$(PYTHON)" || { echo 'error: gato-jax needs Python >= 3.12 (jax >= 0.11); none found on PATH or in pyenv; set PYTHON=/path/to/python3.12' >&2; exit 1; }
+	@# A venv made by an older Python (the project needed 3.11 before jax 0.12) is remade.
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null || rm -rf $(VENV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[envs,dev,aot,viz]'

@@ -37,9 +37,22 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       'vocab_multiple': 128,  # Token table rows round up to this; the extra logits are masked.
       'dtype': 'bfloat16' if paper else 'float32',  # Compute dtype: 'bfloat16' or 'float32'.
       'param_dtype': 'float32',  # Storage dtype of the parameters.
-      'remat': 'minimal' if paper else 'none',  # 'none', 'minimal' (keep matmuls) or 'full'.
+      # What each layer keeps for the backward pass: 'none' (everything), 'minimal' (matmul
+      # outputs), 'full' (only its input) or 'names' (the two lists below).
+      'remat': 'minimal' if paper else 'none',
+      # With remat='names': comma-separated tensors kept on the device, and tensors moved to
+      # host memory until the backward pass; of query, key, value, context, attention_out,
+      # mlp_hidden, mlp_out. The rest are recomputed.
+      'remat_save': '',
+      'remat_offload': '',
+      'remat_patches': paper,  # Recompute the patch ResNet in the backward pass.
+      # The output layer and cross-entropy run over this many slices of the sequence, one
+      # at a time, so that [B, L, vocab] float32 logits never exist whole.
+      'loss_chunks': 8 if paper else 1,
       'scan_layers': True,  # Scan the stack (fast compiles) or unroll it; same parameters.
-      'attention': 'xla',  # jax.nn.dot_product_attention implementation: 'xla' or 'cudnn'.
+      # 'xla' or 'cudnn' (jax.nn.dot_product_attention) or 'splash' (the Pallas TPU kernel,
+      # gato_jax/model/splash.py; TPU only).
+      'attention': 'xla',
       # Continuous-value rows of the token table: 'normal' (the paper) or 'ordinal' (smooth
       # in the value, so near bins start similar; see gato_jax/model/embedding.py).
       'value_embedding_init': 'normal',

@@ -289,6 +289,8 @@ class Report:
   output_bytes: int | None = None
   alias_bytes: int | None = None
   temp_bytes: int | None = None
+  # Host memory the step uses (optimizer state or activations offloaded to the host).
+  host_bytes: int | None = None
   error: str | None = None
   flops_per_step: float | None = None
   roofline_step_s: float | None = None
@@ -332,13 +334,25 @@ def _compile(lowered, report: Report) -> Any:
     report.temp_bytes = stats.temp_size_in_bytes
     total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
              - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
-    report.peak_bytes = max(getattr(stats, 'peak_memory_in_bytes', 0) or 0, total)
+    host = (stats.host_argument_size_in_bytes + stats.host_output_size_in_bytes
+            - stats.host_alias_size_in_bytes + stats.host_temp_size_in_bytes)
+    report.host_bytes = host
+    # The compiler's peak counts host buffers too; what must fit in HBM is the rest.
+    peak = (getattr(stats, 'peak_memory_in_bytes', 0) or 0) - host
+    report.peak_bytes = max(peak, total)
   report.fits = report.hbm_bytes is None or (report.peak_bytes or 0) <= report.hbm_bytes
   return compiled
 
 
 def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
   """Compiles the trainer's step for the whole global batch on `target`."""
+  lowered, report = lower_train(config, target)
+  _compile(lowered, report)
+  return report
+
+
+def lower_train(config: ml_collections.ConfigDict, target: Slice) -> tuple[Any, Report]:
+  """The trainer's step lowered for `target`, and its report with everything but memory."""
   train.validate_config(config, len(target.devices), target.hosts)
   mesh = sharding.make_mesh(config, target.devices)
   rules = config.axis_rules
@@ -358,6 +372,9 @@ def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
     settings={
       'mesh': dict(mesh.shape), 'batch_size': config.batch_size, 'max_length': length,
       'grad_accum_steps': config.grad_accum_steps, 'remat': config.model.remat,
+      'remat_save': config.model.remat_save, 'remat_offload': config.model.remat_offload,
+      'remat_patches': config.model.remat_patches, 'loss_chunks': config.model.loss_chunks,
+      'optimizer_host_offload': config.optimizer.host_offload,
       'dtype': config.model.dtype, 'attention': config.model.attention,
       'scan_layers': config.model.scan_layers,
     },
@@ -365,7 +382,6 @@ def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
   with sharding.axis_rules(mesh, rules):
     lowered = step.lower(layout.params, layout.opt_state, batch,
                          jax.ShapeDtypeStruct((), jnp.int32))
-  _compile(lowered, report)
   tokens = config.batch_size * length
   per_token = metrics.flops_per_token(config, length, layout.vocab_rows)
   hardware = per_token['total'] + metrics.remat_flops_per_token(config, length)
@@ -373,7 +389,7 @@ def compile_train(config: ml_collections.ConfigDict, target: Slice) -> Report:
   report.roofline_step_s = hardware * tokens / (target.peak_flops * len(target.devices))
   report.roofline_tokens_per_s = tokens / report.roofline_step_s
   report.mfu_bound = per_token['total'] / hardware
-  return report
+  return lowered, report
 
 
 def decode_timestep(config: ml_collections.ConfigDict) -> tuple[str, int, int]:
@@ -451,6 +467,8 @@ def format_report(report: Report) -> str:
   hbm = _gib(report.hbm_bytes)
   rows = [('arguments', report.argument_bytes), ('outputs', report.output_bytes),
           ('aliased (donated)', report.alias_bytes), ('temporaries', report.temp_bytes)]
+  if report.host_bytes:
+    rows.append(('host memory', report.host_bytes))
   lines += [f'  {name:<20}{_gib(v):>9} GiB' for name, v in rows]
   if report.peak_bytes is not None and report.hbm_bytes:
     share = f' ({100 * report.peak_bytes / report.hbm_bytes:.0f}%)'

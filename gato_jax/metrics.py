@@ -21,6 +21,7 @@ import ml_collections
 from absl import logging
 
 from gato_jax import tokenizer
+from gato_jax.model import gato as model_lib
 
 # Dense peak FLOP/s per device by `device_kind` prefix (bf16 for accelerators).
 PEAK_FLOPS = {
@@ -40,14 +41,23 @@ PEAK_FLOPS = {
 CPU_PEAK_FLOPS = 1.57e11
 
 
+def _resnet_macs(m: ml_collections.ConfigDict) -> int:
+  """Multiply-adds of the patch ResNet per position (it runs on every one)."""
+  c, half = m.resnet_channels, tokenizer.PATCH_SIZE // 2
+  return half * half * (9 * 3 * c + 2 * 9 * c * c + c * m.d_model)
+
+
+def _vocab_rows(config: ml_collections.ConfigDict) -> int:
+  vocab = tokenizer.layout_from_config(config).vocab_size
+  return -(-vocab // config.model.vocab_multiple) * config.model.vocab_multiple
+
+
 def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: int) -> dict:
   """Training FLOPs per token (forward + backward = 3x forward), as in docs/performance.md."""
   m = config.model
   attn_width = m.num_heads * m.head_dim
   layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
-  c, half = m.resnet_channels, tokenizer.PATCH_SIZE // 2
-  resnet_macs = half * half * (9 * 3 * c + 2 * 9 * c * c + c * m.d_model)
-  dense_macs = m.num_layers * layer_macs + vocab_rows * m.d_model + resnet_macs
+  dense_macs = m.num_layers * layer_macs + vocab_rows * m.d_model + _resnet_macs(m)
   attention_flops = 12 * m.num_layers * length * attn_width  # QK^T and AV, fwd + bwd.
   return {
     'dense': 6.0 * dense_macs,
@@ -57,20 +67,37 @@ def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: 
 
 
 def remat_flops_per_token(config: ml_collections.ConfigDict, length: int) -> float:
-  """FLOPs per token that rematerialization adds in the backward pass (not model FLOPs).
+  """FLOPs per token that recomputation adds in the backward pass (not model FLOPs).
 
   'full' recomputes each layer's whole forward pass; 'minimal' keeps the weight matmuls
-  but recomputes attention's two batched products (scores and weighted values).
+  but recomputes attention's two batched products (scores and weighted values); 'names'
+  recomputes the producer of every tagged tensor neither saved nor offloaded (`mlp_out`
+  excepted: the backward pass never needs its value). `loss_chunks > 1` recomputes the
+  output layer, `remat_patches` the patch ResNet.
   """
   m = config.model
   attn_width = m.num_heads * m.head_dim
   attention_forward = 4.0 * m.num_layers * length * attn_width
+  extra = 0.0
+  if m.loss_chunks > 1:
+    extra += 2.0 * _vocab_rows(config) * m.d_model
+  if m.remat_patches:
+    extra += 2.0 * _resnet_macs(m)
   if m.remat == 'full':
     layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
-    return 2.0 * m.num_layers * layer_macs + attention_forward
+    return extra + 2.0 * m.num_layers * layer_macs + attention_forward
   if m.remat == 'minimal':
-    return attention_forward
-  return 0.0
+    return extra + attention_forward
+  if m.remat == 'names':
+    kept = set(model_lib.names(m.remat_save)) | set(model_lib.names(m.remat_offload))
+    macs = {'query': m.d_model * attn_width, 'key': m.d_model * attn_width,
+            'value': m.d_model * attn_width, 'attention_out': attn_width * m.d_model,
+            'mlp_hidden': m.d_model * m.mlp_dim}
+    recomputed = sum(v for k, v in macs.items() if k not in kept)
+    extra += 2.0 * m.num_layers * recomputed
+    if 'context' not in kept:
+      extra += attention_forward
+  return extra
 
 
 def peak_flops(configured: float = 0.0) -> float | None:

@@ -63,3 +63,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ('warmup_steps', 'decay_steps'):
     if not isinstance(o[key], int) or o[key] < 0:
       raise ValueError(f'config key optimizer.{key} must be an int >= 0, got {o[key]!r}')
+  if not isinstance(o.get('host_offload'), bool):
+    raise ValueError(f'config key optimizer.host_offload must be a bool, '
+                     f'got {o.get("host_offload")!r}')

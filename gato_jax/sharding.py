@@ -122,6 +122,11 @@ def axis_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
     _ACTIVE.reset(token)
 
 
+def active() -> tuple[Mesh, Rules] | None:
+  """The (mesh, rules) of the enclosing `axis_rules`, for code that must shard by hand."""
+  return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """Pins an activation's layout by logical names; a no-op outside `axis_rules`."""
   active = _ACTIVE.get()

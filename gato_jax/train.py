@@ -36,10 +36,10 @@ from ml_collections import config_flags
 
 from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding
 from gato_jax.model import from_config
+from gato_jax.model import loss as loss_lib
 from gato_jax.model import validate_config as validate_model_config
-from gato_jax.model.loss import METRIC_KINDS, next_token_loss
 
-KIND_NAMES = tuple(k.name.lower() for k in METRIC_KINDS)
+KIND_NAMES = tuple(k.name.lower() for k in loss_lib.METRIC_KINDS)
 LOSS_NORMALIZATIONS = ('tokens', 'sequences')
 
 # ----------------------------------------------------------------------------------------
@@ -150,6 +150,9 @@ def abstract_train_state(
     param_shardings,
     transform_non_params=lambda _: replicated,
   )
+  if config.optimizer.host_offload:
+    # Adam's moments (2/3 of the state per chip) live in host memory between steps.
+    opt_shardings = jax.tree.map(lambda s: s.with_memory_kind('pinned_host'), opt_shardings)
   return StateLayout(
     graphdef=graphdef,
     params=_abstract(params, param_shardings),
@@ -243,11 +246,19 @@ def make_train_step(
   """
   accum = config.grad_accum_steps
   per_sequence = config.loss_normalization == 'sequences'
+  chunks = config.model.loss_chunks
+  offload = config.optimizer.host_offload
 
   def summed_loss(params, batch, key):
     model = nnx.merge(graphdef, params)
-    logits = model(batch, key=key)
-    loss, m = next_token_loss(logits, batch['tokens'], batch['kinds'], batch.get('loss_mask'))
+    targets, target_kinds, weights = loss_lib.shifted_targets(
+      batch['tokens'], batch['kinds'], batch.get('loss_mask'))
+    if chunks == 1:
+      nll, correct = loss_lib.token_stats(model(batch, key=key), targets)
+    else:
+      nll, correct = loss_lib.chunked_token_stats(
+        model.hidden(batch, key=key), model.logits, targets, chunks)
+    loss, m = loss_lib.loss_from_stats(nll, correct, target_kinds, weights)
     sums = {
       'nll': loss * m['targets'],
       'targets': m['targets'],
@@ -289,6 +300,9 @@ def make_train_step(
     targets = jnp.maximum(sums['targets'], 1.0)
     normalizer = jnp.maximum(sums['normalizer'], 1.0)
     grads = jax.tree.map(lambda g: g / normalizer, grads)
+    if offload:
+      # Brought to the device for the update; out_shardings send the result back.
+      opt_state = jax.device_put(opt_state, jax.memory.Space.Device)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     out = {

@@ -25,7 +25,8 @@
 #   EVAL_NAME [$TPU_NAME-eval]  EVAL_ZONE [$ZONE]  EVAL_ACCELERATOR_TYPE [v5litepod-1]
 #   EVAL_RUNTIME_VERSION [v2-alpha-tpuv5-lite]  (v5e is not offered in every zone)
 #   REMOTE_DIR        [gato-jax] the checkout's directory in each worker's home
-#   PYTHON_VERSION    [3.11] installed with apt on the workers if missing
+#   PYTHON_VERSION    [3.12] installed with apt on the workers if missing (jax 0.12 needs >= 3.12;
+#                     Ubuntu 22.04 images get it from the deadsnakes PPA)
 #   SMOKE_STEPS       [10] smoke: checkpoint interval and steps after the resume
 #   SMOKE_TIMEOUT     [3600] smoke: seconds to wait for the first checkpoint
 #   STOP_TIMEOUT      [900] stop: seconds each worker waits for its trainer to save and exit
@@ -79,7 +80,7 @@ EVAL_ZONE=${EVAL_ZONE:-$ZONE}
 EVAL_ACCELERATOR_TYPE=${EVAL_ACCELERATOR_TYPE:-v5litepod-1}
 EVAL_RUNTIME_VERSION=${EVAL_RUNTIME_VERSION:-v2-alpha-tpuv5-lite}
 REMOTE_DIR=${REMOTE_DIR:-gato-jax}
-PYTHON_VERSION=${PYTHON_VERSION:-3.11}
+PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 SMOKE_STEPS=${SMOKE_STEPS:-10}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-3600}
 STOP_TIMEOUT=${STOP_TIMEOUT:-900}
@@ -171,7 +172,7 @@ install_on() {  # NAME EXTRAS: this checkout (without .venv, data, runs) on ever
   rm -f "$archive"
   local py="python${PYTHON_VERSION}"
   ssh_all "$1" "set -e
-command -v $py >/dev/null || { sudo apt-get update -q && sudo apt-get install -yq $py $py-venv; }
+command -v $py >/dev/null || { sudo apt-get update -q && { sudo apt-get install -yq $py $py-venv || { sudo add-apt-repository -y ppa:deadsnakes/ppa && sudo apt-get update -q && sudo apt-get install -yq $py $py-venv; }; }; }
 mkdir -p $REMOTE_DIR && tar xzf gato-jax.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR
 test -x .venv/bin/python || $py -m venv .venv
 .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[$2]'

@@ -175,14 +175,25 @@ def test_remat_costs_recompute_in_the_roofline():
   config = paper_config('gato_1b2')
   length, vocab = 1024, 32_768
   model_flops = metrics.flops_per_token(config, length, vocab)['total']
-  config.model.remat = 'none'
+  config.model.remat, config.model.loss_chunks, config.model.remat_patches = 'none', 1, False
   assert metrics.remat_flops_per_token(config, length) == 0
+  # Chunked cross-entropy recomputes the output layer's forward: 2 x table rows x d_model.
+  config.model.loss_chunks = 8
+  rows = metrics._vocab_rows(config)
+  assert metrics.remat_flops_per_token(config, length) == 2 * rows * config.model.d_model
+  config.model.loss_chunks = 1
   config.model.remat = 'full'
   full = metrics.remat_flops_per_token(config, length)
   config.model.remat = 'minimal'
   minimal = metrics.remat_flops_per_token(config, length)
   # Full remat recomputes every layer's forward (about a third of its training FLOPs).
   assert 0 < minimal < full < model_flops / 3
+  # 'names' saving every matmul output recomputes what 'minimal' does: attention alone.
+  config.model.remat = 'names'
+  config.model.remat_save = 'query,key,value,attention_out,mlp_hidden,mlp_out'
+  assert metrics.remat_flops_per_token(config, length) == minimal
+  config.model.remat_save, config.model.remat_offload = '', 'query,key,value,context'
+  assert minimal < metrics.remat_flops_per_token(config, length) < full
 
 
 def test_without_libtpu_the_tool_says_how_to_get_it(monkeypatch):

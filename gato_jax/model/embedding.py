@@ -12,7 +12,9 @@ those rows as smooth functions of the value, so near bins start near each other;
 training is free to move them apart. The paper's plain normal init stays the default.
 
 The ResNet runs on every position and its output is kept only at IMAGE positions: shapes
-stay static under jit, at a cost of a few percent of the transformer's FLOPs.
+stay static under jit, at a cost of a few percent of the transformer's FLOPs. Its
+activations are as large as several of a layer's; `model.remat_patches` recomputes them in
+the backward pass instead of keeping them (gato_jax.aot measures what that saves).
 """
 
 from __future__ import annotations
@@ -140,8 +142,14 @@ class Embedder(nnx.Module):
 
   def __init__(self, vocab_rows: int, d_model: int, local_positions: int,
                resnet_channels: int, resnet_groups: int, rngs: nnx.Rngs,
-               param_dtype: Any = jnp.float32, first_value_row: int | None = None):
-    """`first_value_row`, when given, turns on `ordinal_table_init` for the token table."""
+               param_dtype: Any = jnp.float32, first_value_row: int | None = None,
+               remat_patches: bool = False):
+    """`first_value_row`, when given, turns on `ordinal_table_init` for the token table.
+
+    `remat_patches` keeps only the patches for the backward pass and recomputes the ResNet
+    from them: its activations are ~8 d_model-sized arrays per position, kept otherwise.
+    """
+    self.remat_patches = remat_patches
     table_init = jax.nn.initializers.normal(d_model ** -0.5)
     tokens_init = (table_init if first_value_row is None
                    else ordinal_table_init(first_value_row, d_model))
@@ -165,7 +173,10 @@ class Embedder(nnx.Module):
     patches = tokenizer.normalize_patches(batch['patches'])
     intervals = batch['patch_positions'].reshape(*tokens.shape, 2, 2)  # [B, L, row/col, lo/hi]
     buckets = patch_position_buckets(intervals, key)
-    image = (self.patches(patches, dtype)
+    resnet = lambda module, p: module(p, dtype)  # noqa: E731
+    if self.remat_patches:
+      resnet = nnx.remat(resnet)
+    image = (resnet(self.patches, patches)
              + jnp.take(self.patch_rows[...], buckets[..., 0], axis=0).astype(dtype)
              + jnp.take(self.patch_cols[...], buckets[..., 1], axis=0).astype(dtype))
     x = jnp.where((kinds == tokenizer.TokenKind.IMAGE)[..., None], image, x)

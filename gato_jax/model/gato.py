@@ -16,10 +16,12 @@ import ml_collections
 from flax import nnx
 
 from gato_jax import sharding, tokenizer
+from gato_jax.model import splash
 from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
 from gato_jax.model.transformer import (
     ATTENTION_IMPLEMENTATIONS,
     POSITION_ENCODINGS,
+    REMAT_NAMES,
     REMAT_POLICIES,
     DecoderStack,
     StackOptions,
@@ -48,14 +50,38 @@ def validate_config(model: ml_collections.ConfigDict) -> None:
     if model.get(key) not in allowed:
       raise ValueError(f'config key model.{key} must be one of {sorted(allowed)}, '
                        f'got {model.get(key)!r}')
-  if not isinstance(model.scan_layers, bool):
-    raise ValueError(f'config key model.scan_layers must be a bool, got {model.scan_layers!r}')
+  for key in ('scan_layers', 'remat_patches'):
+    if not isinstance(model.get(key), bool):
+      raise ValueError(f'config key model.{key} must be a bool, got {model.get(key)!r}')
+  chunks = model.get('loss_chunks')
+  if not isinstance(chunks, int) or chunks <= 0 or model.max_length % chunks:
+    raise ValueError(f'config key model.loss_chunks must be a positive int dividing '
+                     f'model.max_length ({model.max_length}), got {chunks!r}')
+  for key in ('remat_save', 'remat_offload'):
+    unknown = [n for n in names(model.get(key)) if n not in REMAT_NAMES]
+    if unknown:
+      raise ValueError(f'config key model.{key} names unknown tensors {unknown}; known: '
+                       f'{list(REMAT_NAMES)}')
+    if names(model.get(key)) and model.remat != 'names':
+      raise ValueError(f"config key model.{key} is set, which needs model.remat='names' "
+                       f'(it is {model.remat!r})')
+  both = set(names(model.remat_save)) & set(names(model.remat_offload))
+  if both:
+    raise ValueError(f'config keys model.remat_save and model.remat_offload both name '
+                     f'{sorted(both)}')
+  if model.attention == 'splash':
+    splash.block_size(model.max_length)
   if model.position_encoding == 'rope' and model.head_dim % 2:
     raise ValueError(f'config key model.head_dim must be even for '
                      f"model.position_encoding='rope', got {model.head_dim}")
   if model.resnet_channels % model.resnet_groups:
     raise ValueError(f'config key model.resnet_channels ({model.resnet_channels}) must be a '
                      f'multiple of model.resnet_groups ({model.resnet_groups})')
+
+
+def names(value: str) -> tuple[str, ...]:
+  """'a, b' -> ('a', 'b'): the comma-separated lists of remat_save and remat_offload."""
+  return tuple(n.strip() for n in (value or '').split(',') if n.strip())
 
 
 def check_task_fits(spec: tokenizer.TaskSpec, model: ml_collections.ConfigDict) -> None:
@@ -88,11 +114,12 @@ class Gato(nnx.Module):
     self.max_length = model.max_length
     self.options = StackOptions(
         dtype=DTYPES[model.dtype], attention=model.attention, remat=model.remat,
+        remat_save=names(model.remat_save), remat_offload=names(model.remat_offload),
         scan_layers=model.scan_layers, rope=model.position_encoding == 'rope')
     param_dtype = DTYPES[model.param_dtype]
     self.embedder = Embedder(self.vocab_rows, model.d_model, model.local_positions,
                              model.resnet_channels, model.resnet_groups, rngs, param_dtype,
-                             first_value_row if ordinal else None)
+                             first_value_row if ordinal else None, model.remat_patches)
     self.dropout = nnx.Dropout(model.dropout_rate)
     self.stack = DecoderStack(model.num_layers, model.d_model, model.num_heads, model.head_dim,
                               model.mlp_dim, model.dropout_rate, rngs, param_dtype)
@@ -113,28 +140,40 @@ class Gato(nnx.Module):
       cache: Cache | None = None,
   ) -> tuple[jax.Array, Cache | None]:
     """With a cache (see decode.py), appends the batch's tokens after the cached ones."""
-    keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
-    dtype = self.options.dtype
-    x = self.embedder(batch, dtype, keys[0])
-    x = self.dropout(x, deterministic=key is None, rngs=keys[1])
     if cache is None:
-      x, _ = self.stack(x, self.options, keys[2])
-    else:
-      index, length = cache['index'], batch['tokens'].shape[1]
-      valid = jax.lax.dynamic_update_slice(
-          cache['valid'], batch['kinds'] != tokenizer.TokenKind.PAD, (0, index))
-      query = index + jnp.arange(length)
-      slots = jnp.arange(valid.shape[1])
-      # Causal over cache slots; padding slots hidden, except from themselves, so that no
-      # row of the mask is empty (left-padded prompts in a batch of different lengths).
-      mask = (slots[None, :] <= query[:, None]) & valid[:, None, None, :]
-      mask = mask | (slots[None, :] == query[:, None])
-      kv = (cache['k'], cache['v'])
-      x, kv = self.stack(x, self.options, keys[2], kv, index, mask)
-      cache = {'k': kv[0], 'v': kv[1], 'index': index + length, 'valid': valid}
+      return self.logits(self.hidden(batch, key=key)), None
+    x, stack_key = self._embed(batch, key)
+    index, length = cache['index'], batch['tokens'].shape[1]
+    valid = jax.lax.dynamic_update_slice(
+        cache['valid'], batch['kinds'] != tokenizer.TokenKind.PAD, (0, index))
+    query = index + jnp.arange(length)
+    slots = jnp.arange(valid.shape[1])
+    # Causal over cache slots; padding slots hidden, except from themselves, so that no
+    # row of the mask is empty (left-padded prompts in a batch of different lengths).
+    mask = (slots[None, :] <= query[:, None]) & valid[:, None, None, :]
+    mask = mask | (slots[None, :] == query[:, None])
+    kv = (cache['k'], cache['v'])
+    x, kv = self.stack(x, self.options, stack_key, kv, index, mask)
+    cache = {'k': kv[0], 'v': kv[1], 'index': index + length, 'valid': valid}
     return self.logits(x), cache
 
+  def hidden(self, batch: dict[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    """The final-normed [B, L, D] states that `logits` maps to the vocabulary.
+
+    The trainer takes these instead of logits when it chunks the output layer
+    (model.loss_chunks, gato_jax/model/loss.py).
+    """
+    x, stack_key = self._embed(batch, key)
+    return self.stack(x, self.options, stack_key)[0]
+
+  def _embed(self, batch, key):
+    """Embeddings after dropout, and the key left for the stack's dropout (or None)."""
+    keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
+    x = self.embedder(batch, self.options.dtype, keys[0])
+    return self.dropout(x, deterministic=key is None, rngs=keys[1]), keys[2]
+
   def logits(self, x: jax.Array) -> jax.Array:
+    """[..., D] -> float32 [..., vocab_rows] through the tied token table."""
     table = self.embedder.tokens[...].astype(x.dtype)
     logits = jnp.einsum('bld,vd->blv', x, table, preferred_element_type=jnp.float32)
     real = jnp.arange(self.vocab_rows) < self.vocab_size

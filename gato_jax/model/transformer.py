@@ -17,8 +17,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from gato_jax import sharding
+from gato_jax.model import splash
 from gato_jax.model.params import dense_init, param
 
 REMAT_POLICIES = {
@@ -28,8 +30,28 @@ REMAT_POLICIES = {
     'minimal': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     # Keeps only each layer's input; the whole layer is recomputed in the backward pass.
     'full': jax.checkpoint_policies.nothing_saveable,
+    # Keeps the tensors model.remat_save names, moves those model.remat_offload names to
+    # host memory and back for the backward pass, and recomputes the rest (remat_policy).
+    'names': None,
 }
-ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn')
+# The activations a block tags with jax.ad_checkpoint.checkpoint_name, for remat 'names'.
+# Per layer and sequence position: query/key/value/context are heads x head_dim wide,
+# attention_out and mlp_out d_model, mlp_hidden mlp_dim (4 d_model).
+REMAT_NAMES = ('query', 'key', 'value', 'context', 'attention_out', 'mlp_hidden', 'mlp_out')
+
+
+def remat_policy(remat: str, save: tuple[str, ...] = (), offload: tuple[str, ...] = ()):
+  """The jax.checkpoint policy of a model.remat setting (None: no remat at all)."""
+  if remat != 'names':
+    return REMAT_POLICIES[remat]
+  if not offload:
+    return jax.checkpoint_policies.save_only_these_names(*save)
+  return jax.checkpoint_policies.save_and_offload_only_these_names(
+      names_which_can_be_saved=list(save), names_which_can_be_offloaded=list(offload),
+      offload_src='device', offload_dst='pinned_host')
+
+
+ATTENTION_IMPLEMENTATIONS = ('xla', 'cudnn', 'splash')
 POSITION_ENCODINGS = ('none', 'rope')
 ROPE_BASE = 10_000.0  # Wavelengths from 2*pi to about 2*pi*10^4 positions.
 
@@ -56,6 +78,8 @@ class StackOptions:
   dtype: Any = jnp.float32
   attention: str = 'xla'
   remat: str = 'none'
+  remat_save: tuple[str, ...] = ()
+  remat_offload: tuple[str, ...] = ()
   scan_layers: bool = True
   rope: bool = False
 
@@ -105,11 +129,15 @@ class Attention(nnx.Module):
       positions = jnp.arange(x.shape[1]) + (0 if cache is None else cache_index)
       q, k = rotary(q, positions), rotary(k, positions)
     q, k, v = (sharding.constrain(a, act_axes) for a in (q, k, v))
+    q, k, v = (checkpoint_name(a, n) for a, n in ((q, 'query'), (k, 'key'), (v, 'value')))
     if cache is None:
       # Training and full forward: a plain causal mask. Padding sits after the real
       # tokens, so causality alone keeps it from reaching them.
-      y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                       implementation=options.attention)
+      if options.attention == 'splash':
+        y = splash.splash_attention(q, k, v)
+      else:
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                         implementation=options.attention)
     else:
       # Cached decoding writes this chunk's keys/values at `cache_index` and attends to
       # the whole cache under an explicit mask. The XLA kernel is used here whatever the
@@ -122,8 +150,9 @@ class Attention(nnx.Module):
       cache = (k_cache, v_cache)
       y = jax.nn.dot_product_attention(q, k_cache.astype(dtype), v_cache.astype(dtype),
                                        mask=mask, implementation='xla')
-    y = sharding.constrain(y, act_axes)
-    return jnp.einsum('blhk,hkd->bld', y, self.out[...].astype(dtype)), cache
+    y = checkpoint_name(sharding.constrain(y, act_axes), 'context')
+    out = jnp.einsum('blhk,hkd->bld', y, self.out[...].astype(dtype))
+    return checkpoint_name(out, 'attention_out'), cache
 
 
 class Mlp(nnx.Module):
@@ -136,9 +165,10 @@ class Mlp(nnx.Module):
     self.bo = param(rngs, jax.nn.initializers.zeros, (d_model,), ('embed',), param_dtype)
 
   def __call__(self, x: jax.Array, dtype: Any) -> jax.Array:
-    h = x @ self.wi[...].astype(dtype) + self.bi[...].astype(dtype)
-    h = sharding.constrain(jax.nn.gelu(h), ('batch', 'length', 'mlp'))
-    return h @ self.wo[...].astype(dtype) + self.bo[...].astype(dtype)
+    h = checkpoint_name(x @ self.wi[...].astype(dtype), 'mlp_hidden')
+    h = jax.nn.gelu(h + self.bi[...].astype(dtype))
+    h = sharding.constrain(h, ('batch', 'length', 'mlp'))
+    return checkpoint_name(h @ self.wo[...].astype(dtype), 'mlp_out') + self.bo[...].astype(dtype)
 
 
 class Block(nnx.Module):
@@ -194,8 +224,8 @@ class DecoderStack(nnx.Module):
     def layer(block: Block, x, layer_key, layer_cache):
       return block(x, options, layer_key, layer_cache, cache_index, mask)
 
-    policy = REMAT_POLICIES[options.remat]
     if options.remat != 'none':
+      policy = remat_policy(options.remat, options.remat_save, options.remat_offload)
       layer = nnx.remat(layer, policy=policy, prevent_cse=False)
 
     @nnx.scan(
