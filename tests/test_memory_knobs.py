@@ -9,6 +9,7 @@ with libtpu's compile-only devices.
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,18 @@ def test_splash_lowers_to_the_tpu_kernel_and_the_step_needs_less_memory():
   m = config.model
   scores = 32 // 4 * m.num_heads * 1024 * 1024 * 4  # One layer's float32 scores, per chip.
   assert saved > scores
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install -e '.[aot]')")
+def test_saving_context_keeps_the_backward_pass_from_rerunning_splash():
+  """Full remat runs the forward kernel again in the backward pass; saving 'context' not."""
+  forward_calls = {}
+  for remat, save in (('full', ''), ('names', 'context')):
+    config = demo.get_config()
+    config.mesh.data, config.mesh.fsdp = 1, 4
+    config.model.attention, config.model.remat, config.model.remat_save = 'splash', remat, save
+    lowered, _ = aot.lower_train(config, aot.parse_topology('v5e-4'))
+    names = re.findall(r'kernel_name = "([^"]+)"', lowered.as_text())
+    forward_calls[remat] = sum(n.startswith('splash_mha_fwd') for n in names)
+    assert any(n.startswith('splash_mha_dkv') for n in names)  # The backward kernels.
+  assert forward_calls == {'full': 2, 'names': 1}

@@ -47,8 +47,11 @@ def _local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool) -> jax.Arr
     block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
     block_q_dq=block, block_kv_dq=block)
   mask = splash.MultiHeadMask([splash.CausalMask((length, length))] * heads)
+  # The kernel's output and softmax statistics carry the name 'context': remat 'names'
+  # that saves 'context' then keeps both, and the backward pass never re-runs the kernel.
   kernel = splash.make_splash_mha(
-    mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+    mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret,
+    residual_checkpoint_name='context')
   # The kernel does not scale the scores; jax.nn.dot_product_attention's 1/sqrt(K) here.
   heads_first = lambda x: x.swapaxes(1, 2)  # noqa: E731
   q = q * (head_dim ** -0.5)

@@ -150,7 +150,9 @@ class Attention(nnx.Module):
       cache = (k_cache, v_cache)
       y = jax.nn.dot_product_attention(q, k_cache.astype(dtype), v_cache.astype(dtype),
                                        mask=mask, implementation='xla')
-    y = checkpoint_name(sharding.constrain(y, act_axes), 'context')
+    y = sharding.constrain(y, act_axes)
+    if options.attention != 'splash' or cache is not None:
+      y = checkpoint_name(y, 'context')  # The splash kernel names its own residuals.
     out = jnp.einsum('blhk,hkd->bld', y, self.out[...].astype(dtype))
     return checkpoint_name(out, 'attention_out'), cache
 
