@@ -29,7 +29,7 @@ from absl import app, flags
 
 from benchmarks import report
 from configs import slices
-from gato_jax.aot import GiB
+from gato_jax.aot import GiB, remat_setting
 
 _CONFIG = flags.DEFINE_string('config', 'configs/gato_1b2.py', 'Paper config file.')
 _PRESETS = flags.DEFINE_list('presets', list(slices.PRESETS), 'Slice presets to compile.')
@@ -75,7 +75,7 @@ def _row(r: dict, **extra) -> dict:
   hbm = None if r['hbm_bytes'] is None else round(r['hbm_bytes'] / GiB, 2)
   if r['step'] == 'train':
     mesh = 'x'.join(f'{k[0]}{v}' for k, v in s['mesh'].items() if v > 1) or 'd1'
-    setting = (f'{mesh} accum {s["grad_accum_steps"]} remat {s["remat"]} '
+    setting = (f'{mesh} accum {s["grad_accum_steps"]} remat {remat_setting(s)} '
                f'attention {s["attention"]}')
   else:
     setting = f'{s["task"]}, cache {s["cache_length"]}'

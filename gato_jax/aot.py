@@ -451,6 +451,14 @@ def _gib(value: int | None) -> str:
   return '-' if value is None else f'{value / GiB:.2f}'
 
 
+def remat_setting(settings: dict[str, Any]) -> str:
+  """'full', or 'names(save=context; offload=mlp_hidden)': what a report's step keeps."""
+  if settings['remat'] != 'names':
+    return settings['remat']
+  lists = [f'{k}={settings[f"remat_{k}"]}' for k in ('save', 'offload') if settings[f'remat_{k}']]
+  return f'names({"; ".join(lists)})'
+
+
 def format_report(report: Report) -> str:
   """The block of lines the tool prints for one compiled step."""
   s = report.settings
@@ -458,7 +466,8 @@ def format_report(report: Report) -> str:
     mesh = ' '.join(f'{k}={v}' for k, v in s['mesh'].items())
     what = (f'train step on {report.topology}: {report.devices} x {report.device_kind}, '
             f'{report.hosts} hosts; mesh {mesh}; batch {s["batch_size"]} x L '
-            f'{s["max_length"]}, grad_accum {s["grad_accum_steps"]}, remat {s["remat"]}')
+            f'{s["max_length"]}, grad_accum {s["grad_accum_steps"]}, remat {remat_setting(s)}, '
+            f'attention {s["attention"]}')
   else:
     what = (f'{report.step} on one {report.device_kind} ({report.topology}): '
             f'{s["task"]}, {s["observation_positions"]} observation positions, '
