@@ -50,22 +50,9 @@ from ml_collections import config_flags
 from gato_jax import checkpointing, envs, policy, scores, tables
 from gato_jax import tokenizer as tok
 from gato_jax.envs import specs
-from gato_jax.model import check_task_fits, from_config
+from gato_jax.model import check_task_fits, checkpoint_differences, from_config
 
 POLICIES = ('gato', 'expert', 'random')
-# Model keys a checkpoint's parameters depend on; the evaluator's config must agree on them.
-# (max_length may differ: the model has no absolute positions, so any context length runs.)
-_PARAMETER_KEYS = (
-  'num_layers',
-  'd_model',
-  'num_heads',
-  'head_dim',
-  'mlp_dim',
-  'local_positions',
-  'resnet_channels',
-  'resnet_groups',
-  'vocab_multiple',
-)
 
 
 # ----------------------------------------------------------------------------------------
@@ -412,23 +399,18 @@ def report(workdir: str, name: str | int, result: dict[str, Any]) -> str:
 
 
 def check_checkpoint_config(config: ml_collections.ConfigDict, workdir: str, step: int) -> None:
-  """Refuses a checkpoint whose parameter shapes the evaluator's config would not match."""
+  """Refuses a checkpoint trained as another model than the evaluator's config describes.
+
+  Every model setting that changes the computed function counts (model.EXECUTION_KEYS are
+  the exceptions), not only parameter shapes: a rope checkpoint run without rope loads
+  fine and scores wrong.
+  """
   try:
     saved = checkpointing.read_config(workdir, step)
   except FileNotFoundError:
-    logging.warning('checkpoint %d has no meta item; parameter shapes are not pre-checked', step)
+    logging.warning('checkpoint %d has no meta item; its model settings are not checked', step)
     return
-  differ = [
-    f'model.{k}: checkpoint {saved.model.get(k)!r}, config {config.model.get(k)!r}'
-    for k in _PARAMETER_KEYS
-    if 'model' in saved and saved.model.get(k) != config.model[k]
-  ]
-  saved_vocab = saved.get('tokenizer', {}).get('text_vocab_size')
-  if saved_vocab is not None and saved_vocab != config.tokenizer.text_vocab_size:
-    differ.append(
-      f'tokenizer.text_vocab_size: checkpoint {saved_vocab}, '
-      f'config {config.tokenizer.text_vocab_size}'
-    )
+  differ = checkpoint_differences(saved, config)
   if differ:
     raise ValueError(
       f'checkpoint {step} in {workdir} was trained with a different model than '

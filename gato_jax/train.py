@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding
-from gato_jax.model import from_config
+from gato_jax.model import checkpoint_differences, from_config
 from gato_jax.model import loss as loss_lib
 from gato_jax.model import validate_config as validate_model_config
 
@@ -468,6 +468,30 @@ class Profiler:
                    self.directory, os.path.dirname(self.directory))
 
 
+def check_resume_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to continue a run as another model than the one its checkpoints hold.
+
+  Settings of how the step runs (model.EXECUTION_KEYS: remat, kernels, dtype, ...) may
+  change on resume, as the mesh may; what the model computes may not. Runs before anything
+  is built, so that the refusal is the run's one error.
+  """
+  steps = checkpointing.complete_steps(workdir)
+  if not steps:
+    return
+  step = steps[-1]
+  try:
+    saved = checkpointing.read_config(workdir, step)
+  except FileNotFoundError:
+    logging.warning('checkpoint %d has no meta item; its model settings are not checked', step)
+    return
+  differ = checkpoint_differences(saved, config)
+  if differ:
+    raise ValueError(
+      f'{workdir} holds a run of another model (checkpoint {step}): {"; ".join(differ)}. '
+      'Use a new --workdir, or the run\'s own settings to resume it'
+    )
+
+
 def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(
@@ -484,6 +508,7 @@ def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
 def train(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done."""
   validate_config(config)
+  check_resume_config(config, workdir)
   mesh = sharding.make_mesh(config)
   rules = config.axis_rules
   logging.info(

@@ -23,7 +23,7 @@ import pytest
 import tiny_train_config
 from flax import nnx
 
-from gato_jax import checkpointing, optimizer, sharding, tokenizer, train
+from gato_jax import checkpointing, evaluator, optimizer, sharding, tokenizer, train
 from gato_jax.model import from_config
 from gato_jax.model.batch import synthetic_batch
 
@@ -322,6 +322,24 @@ def test_resume_on_another_mesh_continues_the_run(tmp_path, reference):
     finals.append(jax.device_get(jax.tree.leaves(nnx.state(model, nnx.Param))))
   for a, b in zip(*finals, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_may_change_how_the_step_runs_but_not_the_model(tmp_path):
+  """A run continues with other remat, layer unrolling or loss chunks, never as another model.
+
+  Changing the positions a model uses loads fine (no parameter changes shape) and computes
+  something else: the trainer and the evaluator both refuse it, naming the key.
+  """
+  assert train.train(tiny_config(total_steps=3), str(tmp_path)) == 3
+  how = {'model.remat': 'full', 'model.scan_layers': False, 'model.loss_chunks': 2}
+  assert train.train(tiny_config(total_steps=4, **how), str(tmp_path)) == 4
+  other_model = tiny_config(total_steps=5, **{'model.position_encoding': 'none'})
+  with pytest.raises(ValueError, match="model.position_encoding: checkpoint 'rope', config 'none'"):
+    train.train(other_model, str(tmp_path))
+  assert checkpointing.complete_steps(str(tmp_path)) == [3, 4]
+  with pytest.raises(ValueError, match='different model.*model.position_encoding'):
+    evaluator.check_checkpoint_config(other_model, str(tmp_path), 4)
+  evaluator.check_checkpoint_config(tiny_config(**how), str(tmp_path), 4)
 
 
 def test_profile_steps_write_a_trace_of_those_steps(tmp_path):

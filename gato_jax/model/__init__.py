@@ -18,6 +18,22 @@ and the token table's row elsewhere, plus the local position embedding where
 local_positions > 0. Logits at t predict tokens[t + 1] (loss.next_token_loss).
 """
 
-from gato_jax.model.gato import Gato, check_task_fits, count_params, from_config, validate_config
+from gato_jax.model.gato import (
+  EXECUTION_KEYS,
+  Gato,
+  check_task_fits,
+  checkpoint_differences,
+  count_params,
+  from_config,
+  validate_config,
+)
 
-__all__ = ['Gato', 'check_task_fits', 'count_params', 'from_config', 'validate_config']
+__all__ = [
+  'EXECUTION_KEYS',
+  'Gato',
+  'check_task_fits',
+  'checkpoint_differences',
+  'count_params',
+  'from_config',
+  'validate_config',
+]

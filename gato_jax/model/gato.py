@@ -79,6 +79,33 @@ def validate_config(model: ml_collections.ConfigDict) -> None:
                      f'multiple of model.resnet_groups ({model.resnet_groups})')
 
 
+# model.* keys that change how a step runs (memory, kernels, compile time, training-only
+# noise, context length), not the function the parameters compute: a checkpoint moves
+# freely between their values. Every other model key must match the checkpoint's.
+EXECUTION_KEYS = frozenset({
+    'remat', 'remat_save', 'remat_offload', 'remat_patches', 'loss_chunks', 'scan_layers',
+    'attention', 'dropout_rate', 'dtype', 'param_dtype', 'max_length'})
+
+
+def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> list[str]:
+  """'model.KEY: checkpoint X, config Y' for each setting that changes what a model computes.
+
+  `saved` is the config a checkpoint's `meta` item recorded (a dict or ConfigDict). Keys
+  it does not have (checkpoints older than the key) are not compared.
+  """
+  saved_model = dict(saved.get('model') or {})
+  differ = [
+      f'model.{k}: checkpoint {saved_model[k]!r}, config {config.model.get(k)!r}'
+      for k in sorted(config.model.keys())
+      if k not in EXECUTION_KEYS and k in saved_model and saved_model[k] != config.model[k]
+  ]
+  saved_vocab = dict(saved.get('tokenizer') or {}).get('text_vocab_size')
+  if saved_vocab is not None and saved_vocab != config.tokenizer.text_vocab_size:
+    differ.append(f'tokenizer.text_vocab_size: checkpoint {saved_vocab}, '
+                  f'config {config.tokenizer.text_vocab_size}')
+  return differ
+
+
 def names(value: str) -> tuple[str, ...]:
   """'a, b' -> ('a', 'b'): the comma-separated lists of remat_save and remat_offload."""
   return tuple(n.strip() for n in (value or '').split(',') if n.strip())
