@@ -72,7 +72,11 @@ def plain():
 )
 def test_a_memory_knob_gives_the_same_update(plain, overrides):
   params, _, metrics = plain
-  knob_params, _, knob_metrics = _one_step(**overrides)
+  knob_params, knob_opt_state, knob_metrics = _one_step(**overrides)
+  if overrides.get('optimizer.host_offload'):
+    # Between steps the optimizer state lives in host memory, not on the device.
+    kinds = {x.sharding.memory_kind for x in jax.tree.leaves(knob_opt_state)}
+    assert kinds == {'pinned_host'}
   np.testing.assert_allclose(knob_metrics['loss'], metrics['loss'], rtol=1e-6)
   np.testing.assert_allclose(knob_metrics['grad_norm'], metrics['grad_norm'], rtol=1e-5)
   for kind in ('text', 'action_discrete'):
@@ -80,12 +84,6 @@ def test_a_memory_knob_gives_the_same_update(plain, overrides):
     np.testing.assert_allclose(knob_metrics[f'accuracy/{kind}'], metrics[f'accuracy/{kind}'])
   for a, b in zip(jax.tree.leaves(knob_params), jax.tree.leaves(params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
-
-
-def test_offloaded_optimizer_state_lives_in_host_memory_between_steps():
-  _, opt_state, _ = _one_step(**{'optimizer.host_offload': True})
-  kinds = {x.sharding.memory_kind for x in jax.tree.leaves(opt_state)}
-  assert kinds == {'pinned_host'}
 
 
 @pytest.mark.parametrize(
@@ -148,12 +146,12 @@ def test_splash_on_a_cpu_mesh_is_refused_naming_the_key():
 
 @pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install -e '.[aot]')")
 def test_splash_lowers_to_the_tpu_kernel_and_the_step_needs_less_memory():
-  """The demo model at L=1024 on a v5e-4: the kernel is in the step, and its peak drops."""
+  """The demo model at L=512 on a v5e-4: the kernel is in the step, and its peak drops."""
   reports = {}
   for attention in ('xla', 'splash'):
     config = demo.get_config()
     config.mesh.data, config.mesh.fsdp = 1, 4
-    config.model.max_length, config.batch_size = 1024, 32
+    config.model.max_length, config.batch_size = 512, 16
     config.model.attention = attention
     lowered, report = aot.lower_train(config, aot.parse_topology('v5e-4'))
     text = lowered.as_text()
@@ -164,7 +162,7 @@ def test_splash_lowers_to_the_tpu_kernel_and_the_step_needs_less_memory():
   # XLA keeps [B, H, L, L] attention weights of every layer for the backward pass.
   saved = reports['xla'].peak_bytes - reports['splash'].peak_bytes
   m = config.model
-  scores = 32 // 4 * m.num_heads * 1024 * 1024 * 4  # One layer's float32 scores, per chip.
+  scores = 16 // 4 * m.num_heads * 512 * 512 * 4  # One layer's float32 scores, per chip.
   assert saved > scores
 
 
