@@ -32,6 +32,7 @@ from etils import epath
 from flax import nnx
 
 from gato_jax.data import DataIterator
+from gato_jax.model import checkpoint_differences
 
 ITEMS = ('params', 'opt_state', 'data', 'meta')
 
@@ -243,6 +244,21 @@ def read_meta(workdir: str, step: int) -> dict[str, Any]:
   path = _item_dir(workdir, step, 'meta')
   with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
     return checkpointer.restore(path)
+
+
+def model_differences(config: ml_collections.ConfigDict, workdir: str, step: int) -> list[str]:
+  """Where `config` describes another model than checkpoint `step` holds.
+
+  The rule is model.checkpoint_differences; the trainer's resume and the evaluator use it.
+
+  Empty when they agree, or when the checkpoint has no `meta` item (logged).
+  """
+  try:
+    saved = read_config(workdir, step)
+  except FileNotFoundError:
+    logging.warning('checkpoint %d has no meta item; its model settings are not checked', step)
+    return []
+  return checkpoint_differences(saved, config)
 
 
 def read_config(workdir: str, step: int) -> ml_collections.ConfigDict:

@@ -50,7 +50,7 @@ from ml_collections import config_flags
 from gato_jax import checkpointing, envs, policy, scores, tables
 from gato_jax import tokenizer as tok
 from gato_jax.envs import specs
-from gato_jax.model import check_task_fits, checkpoint_differences, from_config
+from gato_jax.model import check_task_fits, from_config
 
 POLICIES = ('gato', 'expert', 'random')
 
@@ -405,12 +405,7 @@ def check_checkpoint_config(config: ml_collections.ConfigDict, workdir: str, ste
   the exceptions), not only parameter shapes: a rope checkpoint run without rope loads
   fine and scores wrong.
   """
-  try:
-    saved = checkpointing.read_config(workdir, step)
-  except FileNotFoundError:
-    logging.warning('checkpoint %d has no meta item; its model settings are not checked', step)
-    return
-  differ = checkpoint_differences(saved, config)
+  differ = checkpointing.model_differences(config, workdir, step)
   if differ:
     raise ValueError(
       f'checkpoint {step} in {workdir} was trained with a different model than '

@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding
-from gato_jax.model import checkpoint_differences, from_config
+from gato_jax.model import from_config
 from gato_jax.model import loss as loss_lib
 from gato_jax.model import validate_config as validate_model_config
 
@@ -479,12 +479,7 @@ def check_resume_config(config: ml_collections.ConfigDict, workdir: str) -> None
   if not steps:
     return
   step = steps[-1]
-  try:
-    saved = checkpointing.read_config(workdir, step)
-  except FileNotFoundError:
-    logging.warning('checkpoint %d has no meta item; its model settings are not checked', step)
-    return
-  differ = checkpoint_differences(saved, config)
+  differ = checkpointing.model_differences(config, workdir, step)
   if differ:
     raise ValueError(
       f'{workdir} holds a run of another model (checkpoint {step}): {"; ".join(differ)}. '
