@@ -27,9 +27,8 @@ from flax import nnx
 from ml_collections import config_flags
 
 from benchmarks import report
-from gato_jax import envs, policy
+from gato_jax import envs, policy, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 from gato_jax.envs.wrappers import TokenizedEnv
 from gato_jax.model import check_task_fits, from_config
 
@@ -46,7 +45,7 @@ _JSON = flags.DEFINE_string(
 )
 
 
-def recorded_observations(task: str, task_tokenizer: tok.TaskTokenizer, count: int) -> list:
+def recorded_observations(task: str, task_tokenizer: specs.TaskTokenizer, count: int) -> list:
   """Raw observations of a random-policy episode (restarted as needed), to replay."""
   env = TokenizedEnv(envs.make_env(task, 0), task_tokenizer)
   observation, _ = env.reset(seed=0)

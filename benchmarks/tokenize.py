@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import report
+from gato_jax import specs
 from gato_jax import tokenizer as tok
 
 _STEPS = flags.DEFINE_integer('steps', 2000, 'Timesteps per batched call (one episode).')
@@ -27,7 +28,7 @@ _JSON_OUT = flags.DEFINE_string(
   'json_out', 'benchmarks/results/tokenize.json', 'Where to write the results.'
 )
 
-SPEC = tok.TaskSpec(
+SPEC = specs.TaskSpec(
   'metaworld_pixels',
   observation=(tok.ImageField('image', 80, 64), tok.ContinuousField('state', (39,))),
   action=tok.ContinuousField('action', (4,), mu_law=False),

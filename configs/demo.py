@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Byte-level text keeps the demo offline; 512 leaves room for a locally trained model.
   config.tokenizer = common.tokenizer_config(text_vocab_size=512, vocabulary='byte')
-  config.tasks = 'cartpole,babyai_gotoredball'  # Comma-separated names from gato_jax/envs/specs.py.
+  config.tasks = 'cartpole,babyai_gotoredball'  # Comma-separated task names (gato_jax/specs/).
   config.episodes = 2  # Episodes rolled out per task by the token inspector.
   config.seed = 0  # Seeds the environments, so the demo prints the same tokens every run.
   config.model = models.model_config('demo')  # About 1M parameters (configs/models.py).

@@ -3,7 +3,7 @@
   python -m data_pipelines.public_rlds --config=configs/public_rlds.py --source=oxe_fractal
 
 Each source: `dataset` (TFDS name with its config, and a version where the dataset is read
-from prepared files), `spec` (a task in gato_jax/envs/specs.py whose embodiment matches:
+from prepared files), `spec` (a task in gato_jax/specs/catalog.py whose embodiment matches:
 TASK_SPECS, or DATASET_SPECS for a robot with no environment here), `observation` (spec
 field -> path inside a step, or a list of paths to concatenate), `action` (path or list of
 paths: Open X-Embodiment actions are dicts, so list their parts in the order the spec's

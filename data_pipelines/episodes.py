@@ -29,9 +29,8 @@ import tensorflow_datasets as tfds
 import tqdm
 from tensorflow_datasets.rlds import rlds_base
 
-from gato_jax import envs, scores
+from gato_jax import envs, scores, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 DATASET = 'gato_episodes'
 

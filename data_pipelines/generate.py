@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from data_pipelines import episodes
-from gato_jax import envs, tables
-from gato_jax.envs import specs
+from gato_jax import envs, specs, tables
 
 _LIST = flags.DEFINE_bool('list', False, 'Print the tasks that can be generated and exit.')
 _TASK = flags.DEFINE_list('task', [], 'Task names (see --list), comma-separated.')

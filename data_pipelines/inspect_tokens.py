@@ -20,9 +20,8 @@ from absl import app
 from ml_collections import config_flags
 
 from data_pipelines import episodes
-from gato_jax import tables
+from gato_jax import specs, tables
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 _CONFIG: Any = None  # The --config flag, defined only when run as a script (see the end).
 
@@ -41,7 +40,7 @@ def rollout(
 
 
 def describe_timestep(
-  spec: tok.TaskSpec, steps: tok.TokenizedSteps, t: int = 0, show: int = 8
+  spec: specs.TaskSpec, steps: tok.TokenizedSteps, t: int = 0, show: int = 8
 ) -> str:
   """One timestep's tokens field by field: 'name  KIND  xcount  [first ids ...]'."""
   lines = []

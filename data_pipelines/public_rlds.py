@@ -25,9 +25,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import episodes
-from gato_jax import tables
+from gato_jax import specs, tables
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 
 def _lookup(steps: dict[str, Any], path: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The seqio task and mixture registry: every dataset Gato trains on, and how they mix.
 
 Importing this module registers, T5X style:
-  gato_<task>            one per environment task (gato_jax/envs/specs.py), from the
+  gato_<task>            one per environment task (gato_jax/specs/catalog.py), from the
                          episodes data_pipelines/generate.py writes
   gato_text_local        lines of local text files (config data.text_files), offline
   gato_c4                TFDS `c4/en` (needs the network or a prepared data_dir)
@@ -20,8 +20,8 @@ import functools
 
 import seqio
 
+from gato_jax import specs
 from gato_jax.data import preprocessors, sources
-from gato_jax.envs import specs
 
 # Token ids arrive already in the Gato layout; the text vocabulary that made them is in
 # config.tokenizer, applied by the preprocessors. seqio only needs a placeholder here.

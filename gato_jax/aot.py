@@ -394,7 +394,7 @@ def lower_train(config: ml_collections.ConfigDict, target: Slice) -> tuple[Any, 
 
 def decode_timestep(config: ml_collections.ConfigDict) -> tuple[str, int, int]:
   """(task, observation positions, action tokens) of the longest env timestep that fits L."""
-  from gato_jax.envs.specs import TASK_SPECS
+  from gato_jax.specs import TASK_SPECS
 
   fitting = [s for s in TASK_SPECS.values() if s.tokens_per_timestep <= config.model.max_length]
   spec = max(fitting, key=lambda s: s.tokens_per_timestep)

@@ -47,9 +47,8 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, envs, policy, scores, tables
+from gato_jax import checkpointing, envs, policy, scores, specs, tables
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 from gato_jax.model import check_task_fits, from_config
 
 POLICIES = ('gato', 'expert', 'random')

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gato_jax import envs
+from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs.wrappers import (
   Inputs,
@@ -59,7 +59,7 @@ _INPUT_KEYS = ('tokens', 'kinds', 'local_positions', 'patches', 'patch_positions
 
 
 def demonstration_prompt(
-  task_tokenizer: tok.TaskTokenizer,
+  task_tokenizer: specs.TaskTokenizer,
   observations: dict[str, np.ndarray],
   actions: np.ndarray,
   max_tokens: int,
@@ -252,7 +252,7 @@ class GatoPolicy:
   def __init__(
     self,
     model: Gato,
-    task_tokenizer: tok.TaskTokenizer,
+    task_tokenizer: specs.TaskTokenizer,
     demonstrations: Sequence[tuple[dict[str, np.ndarray], np.ndarray]],
     options: SamplingOptions = SamplingOptions(),
     seed: int = 0,
@@ -292,7 +292,7 @@ class GatoPolicy:
       )
     self.demonstrations = list(demonstrations)
     self.start, self.stop = sampling_range(task_tokenizer)
-    self.action_kind = int(action_inputs(task_tokenizer, np.zeros(1))['kinds'][0])
+    self.action_kind = int(task_tokenizer.spec.action_token_kind)
     self.key = jax.random.key(seed)
     self.contexts: list[Context] = []
     self.cache: dict[str, jax.Array] | None = None
@@ -408,7 +408,7 @@ class EnvPolicy:
   token path as Gato: an expert here scores what a perfect imitator of it would.
   """
 
-  def __init__(self, task_tokenizer: tok.TaskTokenizer, kind: str):
+  def __init__(self, task_tokenizer: specs.TaskTokenizer, kind: str):
     if kind not in envs.POLICY_KINDS:
       raise ValueError(f'policy must be one of {envs.POLICY_KINDS}, got {kind!r}')
     self.task_tokenizer, self.kind = task_tokenizer, kind
@@ -447,7 +447,7 @@ class EpisodeResult:
 
 def run_episodes(
   task: str,
-  task_tokenizer: tok.TaskTokenizer,
+  task_tokenizer: specs.TaskTokenizer,
   policy: Policy,
   episodes: int,
   batch_size: int,

@@ -6,12 +6,12 @@ import pytest
 from flax import nnx
 
 from configs import models
-from gato_jax import tokenizer
+from gato_jax import specs, tokenizer
 from gato_jax.model import Gato, decode
 
 LAYOUT = tokenizer.TokenLayout(text_vocab_size=256)
 TOLERANCE = 2e-5  # float32 logits; cached and full attention sum in different orders.
-SPEC = tokenizer.TaskSpec(
+SPEC = specs.TaskSpec(
   name='mixed',
   observation=(
     tokenizer.ImageField('camera', 32, 32),

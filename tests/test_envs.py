@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import inspect_tokens
-from gato_jax import envs
+from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 # task: (episodes, step cap, expert mean must exceed, random mean must stay below)
 MARGINS = {

@@ -6,9 +6,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines import episodes
-from gato_jax import envs
+from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 
 @pytest.fixture(scope='module')
@@ -113,7 +112,7 @@ def test_an_episode_without_steps_is_refused():
 
 def test_reading_reports_bad_data_the_same_way(monkeypatch, cartpole_dir):
   # A spec whose state bounds the stored data breaks: reading names dataset, env and seed.
-  narrow = tok.TaskSpec(
+  narrow = specs.TaskSpec(
     'cartpole',
     observation=(tok.ContinuousField('state', (4,), mu_law=False, low=-0.001, high=0.001),),
     action=tok.DiscreteField('action', (), num_values=2),

@@ -15,9 +15,8 @@ from flax import nnx
 
 from configs import common, demo
 from data_pipelines import episodes
-from gato_jax import checkpointing, envs, evaluator, policy, scores
+from gato_jax import checkpointing, envs, evaluator, policy, scores, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 from gato_jax.envs.wrappers import model_inputs
 from gato_jax.model import from_config
 

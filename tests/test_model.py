@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import models
-from gato_jax import tokenizer
+from gato_jax import specs, tokenizer
 from gato_jax.model import Gato, validate_config
 from gato_jax.model.embedding import patch_position_buckets
 from gato_jax.model.gato import PADDED_LOGIT
@@ -305,11 +305,11 @@ def test_a_task_longer_than_the_local_position_table_is_refused():
   from gato_jax.model import check_task_fits
 
   model_config = models.model_config('demo')
-  small = tokenizer.TaskSpec(
+  small = specs.TaskSpec(
     'small', [tokenizer.DiscreteField('x', (10,))], tokenizer.DiscreteField('action')
   )
   check_task_fits(small, model_config)  # 2 + 10 rows fit in the demo's table.
-  big = tokenizer.TaskSpec(
+  big = specs.TaskSpec(
     'big', [tokenizer.DiscreteField('x', (200,))], tokenizer.DiscreteField('action')
   )
   with pytest.raises(ValueError, match=r"task 'big' .* model.local_positions >= 202"):

@@ -10,8 +10,8 @@ import tensorflow_datasets as tfds
 
 from configs import public_rlds
 from data_pipelines.public_rlds import DatasetUnavailableError, _fit_image, read_public_episodes
+from gato_jax import specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 SOURCES = public_rlds.get_config().sources
 
@@ -258,7 +258,7 @@ def test_dataset_only_specs_have_no_env_and_fit_the_paper_model():
   assert 'oxe_fractal' not in envs.task_names()
   model = models.model_config('1b2')
   for name, spec in specs.DATASET_SPECS.items():
-    assert specs.get_spec(name) is spec and spec.expert_return is None
+    assert specs.get_spec(name) is spec
     check_task_fits(spec, model)  # Raises past the 1b2 model's 512 local positions.
     assert spec.tokens_per_timestep <= model.max_length
   assert specs.get_spec('oxe_fractal').observation_tokens == 168

@@ -5,8 +5,8 @@ import pytest
 
 from configs import demo
 from data_pipelines import inspect_tokens
+from gato_jax import specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 
 
 @pytest.fixture(scope='module')
@@ -70,3 +70,31 @@ def test_the_demo_command_prints_tokens_and_a_table(capsys):
   rows = [line.split() for line in out.splitlines() if ' expert ' in line]
   assert [r[0] for r in rows] == ['cartpole', 'babyai_gotoredball']
   assert all(float(r[6]) == 0.0 for r in rows)  # action_error: discrete actions are exact.
+
+
+def test_looking_a_spec_up_loads_no_environment_or_tensorflow():
+  import subprocess
+  import sys
+
+  code = (
+    'import sys; from gato_jax import specs; specs.get_spec("atari_pong"); '
+    'loaded = [m for m in ("gymnasium", "tensorflow", "gato_jax.envs") if m in sys.modules]; '
+    'assert not loaded, loaded'
+  )
+  subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_register_adds_a_dataset_only_spec_once(monkeypatch):
+  monkeypatch.setattr(specs, 'DATASET_SPECS', dict(specs.DATASET_SPECS))
+  spec = specs.TaskSpec('my_robot', [tok.ContinuousField('state', (3,))], tok.DiscreteField('action'))
+  assert specs.register(spec) is spec and specs.get_spec('my_robot') is spec
+  with pytest.raises(ValueError, match="'my_robot' already has a spec"):
+    specs.register(spec)
+  with pytest.raises(ValueError, match="'cartpole' already has a spec"):
+    specs.register(specs.TaskSpec('cartpole', [], tok.DiscreteField('action')))
+
+
+def test_action_token_kind_follows_the_action_field():
+  assert specs.get_spec('cartpole').action_token_kind == tok.TokenKind.ACTION_DISCRETE
+  assert specs.get_spec('pendulum').action_token_kind == tok.TokenKind.ACTION_CONTINUOUS
+  assert specs.get_spec('atari_pong').image_patches_per_timestep == 30

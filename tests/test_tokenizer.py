@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gato_jax import tokenizer as tok
+from gato_jax.specs import TaskSpec
 
 HALF_BIN = 1.0 / tok.NUM_BINS  # Bins are 2/1024 wide on [-1, 1].
 OFFSET = 32000
@@ -132,7 +133,7 @@ def test_offsets_derive_from_the_text_vocab_size():
 
 
 def _mixed_spec():
-  return tok.TaskSpec(
+  return TaskSpec(
     'mixed',
     observation=[
       tok.ContinuousField('z_state', (2,)),
@@ -220,7 +221,7 @@ def test_tokenize_steps_equals_one_timestep_at_a_time(byte_vocabulary):
 @settings(max_examples=100, deadline=None)
 @given(hnp.arrays(np.float64, (3,), elements=st.floats(-5, 5)))
 def test_continuous_action_round_trip_within_half_a_bin(action):
-  spec = tok.TaskSpec(
+  spec = TaskSpec(
     'reach',
     observation=[tok.DiscreteField('d', (), 2)],
     action=tok.ContinuousField('action', (3,), mu_law=False, low=-5.0, high=5.0),
@@ -237,7 +238,7 @@ def test_continuous_action_round_trip_within_half_a_bin(action):
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, 17))
 def test_discrete_action_round_trip_is_exact(action):
-  spec = tok.TaskSpec('atari', [tok.DiscreteField('d', (), 2)], tok.DiscreteField('action', (), 18))
+  spec = TaskSpec('atari', [tok.DiscreteField('d', (), 2)], tok.DiscreteField('action', (), 18))
   task = spec.tokenizer(tok.TokenLayout(32000))
   tokens = task.tokenize_timestep({'d': 0}, action).tokens[0, -1:]
   assert tokens[0] == 32000 + action
@@ -246,7 +247,7 @@ def test_discrete_action_round_trip_is_exact(action):
 
 
 def test_mu_law_action_round_trip(byte_vocabulary):
-  spec = tok.TaskSpec(
+  spec = TaskSpec(
     'torque', [tok.DiscreteField('d', (), 2)], tok.ContinuousField('action', (2,))
   )
   task = spec.tokenizer(tok.TokenLayout(32000))
@@ -257,7 +258,7 @@ def test_mu_law_action_round_trip(byte_vocabulary):
 
 
 def test_sentencepiece_text_field(sentencepiece_vocabulary):
-  spec = tok.TaskSpec('babyai', [tok.TextField('mission', 32)], tok.DiscreteField('action', (), 7))
+  spec = TaskSpec('babyai', [tok.TextField('mission', 32)], tok.DiscreteField('action', (), 7))
   task = spec.tokenizer(tok.TokenLayout(64), sentencepiece_vocabulary)
   out = task.tokenize_timestep({'mission': 'pick up the blue key'}, 3)
   ids = list(sentencepiece_vocabulary.encode('pick up the blue key'))
@@ -270,7 +271,7 @@ def test_sentencepiece_text_field(sentencepiece_vocabulary):
 
 
 def _simple_spec():
-  return tok.TaskSpec(
+  return TaskSpec(
     'robot',
     observation=[
       tok.ContinuousField('joints', (3,)),
@@ -344,7 +345,7 @@ def test_bad_actions(byte_vocabulary):
 
 
 def test_saturation_and_truncation_only_where_the_spec_says_so(byte_vocabulary):
-  spec = tok.TaskSpec(
+  spec = TaskSpec(
     'lenient',
     [tok.ContinuousField('x', (2,), saturate=True), tok.TextField('m', 2, truncate=True)],
     tok.DiscreteField('action', (), 3),
@@ -357,7 +358,7 @@ def test_saturation_and_truncation_only_where_the_spec_says_so(byte_vocabulary):
 
 
 def test_discrete_action_outside_its_range_is_rejected_when_decoding():
-  spec = tok.TaskSpec('grid', [tok.DiscreteField('d', (), 2)], tok.DiscreteField('action', (), 7))
+  spec = TaskSpec('grid', [tok.DiscreteField('d', (), 2)], tok.DiscreteField('action', (), 7))
   task = spec.tokenizer(tok.TokenLayout(300))
   with pytest.raises(ValueError, match=r"task 'grid', field 'action': token 307 .* \[300, 307\)"):
     task.detokenize_action(np.array([307]))
@@ -373,11 +374,11 @@ def test_spec_declarations_are_checked():
   with pytest.raises(ValueError, match="continuous field 'a'.*both low and high"):
     tok.ContinuousField('a', (1,), low=-1.0)
   with pytest.raises(ValueError, match="task 't': duplicate"):
-    tok.TaskSpec('t', [tok.DiscreteField('x'), tok.DiscreteField('x')], tok.DiscreteField('action'))
+    TaskSpec('t', [tok.DiscreteField('x'), tok.DiscreteField('x')], tok.DiscreteField('action'))
 
 
 def test_vocabulary_must_fit_below_the_text_range(byte_vocabulary):
-  spec = tok.TaskSpec('babyai', [tok.TextField('mission', 4)], tok.DiscreteField('action', (), 7))
+  spec = TaskSpec('babyai', [tok.TextField('mission', 4)], tok.DiscreteField('action', (), 7))
   with pytest.raises(ValueError, match='259 ids, more than text_vocab_size=100'):
     spec.tokenizer(tok.TokenLayout(100), byte_vocabulary)
   with pytest.raises(ValueError, match='has text fields but no vocabulary'):

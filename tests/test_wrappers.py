@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import episodes
-from gato_jax import envs
+from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
-from gato_jax.envs import specs
 from gato_jax.envs.wrappers import TokenizedEnv, action_inputs, model_inputs, sampling_range
 
 LAYOUT = tok.TokenLayout(text_vocab_size=512)
@@ -70,7 +69,7 @@ def test_discrete_sampling_range_is_narrowed_to_the_action_values():
 
 
 def test_model_inputs_put_pixels_at_image_positions():
-  spec = tok.TaskSpec(
+  spec = specs.TaskSpec(
     'mixed',
     observation=(tok.ImageField('camera', 16, 32), tok.ContinuousField('joint', (1,))),
     action=tok.DiscreteField('button', (), num_values=3),

@@ -17,10 +17,10 @@ import seqio
 import tensorflow as tf
 
 from gato_jax import model as gato_model
+from gato_jax import specs
 from gato_jax.data import options
 from gato_jax.data.feature_converter import GatoFeatureConverter
 from gato_jax.data.preprocessors import PATCH_FEATURES, TOKEN_FEATURES
-from gato_jax.envs import specs
 
 WAIT_FOR_DATA_S = 3600  # How long other processes wait for process 0 to generate data.
 

@@ -28,9 +28,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from gato_jax import tokenizer
+from gato_jax import specs, tokenizer
 from gato_jax.data import options
-from gato_jax.envs import specs
 
 PATCH_SHAPE = (tokenizer.PATCH_SIZE, tokenizer.PATCH_SIZE, 3)
 TOKEN_FEATURES = ('tokens', 'kinds', 'local_positions', 'loss_mask')
@@ -82,7 +81,7 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   spec = specs.get_spec(task)
   task_tokenizer = spec.tokenizer(opts.layout, opts.vocabulary)
   names = [f.name for f in spec.observation]
-  per_step, per_patch = spec.tokens_per_timestep, spec_patches(spec)
+  per_step, per_patch = spec.tokens_per_timestep, spec.image_patches_per_timestep
 
   def tokenize(episode: bytes, action: np.ndarray, *observation: np.ndarray):
     try:
@@ -132,10 +131,6 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   return dataset.map(apply).filter(lambda ex: tf.size(ex['tokens']) > 0)
 
 
-def spec_patches(spec: tokenizer.TaskSpec) -> int:
-  return sum(f.num_tokens for f in spec.observation if isinstance(f, tokenizer.ImageField))
-
-
 def _empty_segment() -> dict[str, tf.Tensor]:
   return {
     'tokens': tf.zeros([0], tf.int32),
@@ -150,7 +145,7 @@ def window_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   """Tokenized episodes -> length <= L windows on timestep boundaries, some with prompts."""
   opts = options.current()
   spec = specs.get_spec(task)
-  per_step, per_patch = spec.tokens_per_timestep, spec_patches(spec)
+  per_step, per_patch = spec.tokens_per_timestep, spec.image_patches_per_timestep
   length = opts.sequence_length
   prompt_steps = opts.prompt_tokens // per_step  # 0: this task's timesteps are too long.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from gato_jax.envs.specs import DOMAINS, TASK_SPECS, get_spec
+from gato_jax.specs import DOMAINS, TASK_SPECS, get_spec
 
 Policy = Callable[[dict[str, Any]], Any]
 POLICY_KINDS = ('expert', 'random')

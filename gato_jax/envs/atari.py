@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from gato_jax.envs.specs import ATARI_SIZE, ENV_IDS
+from gato_jax.specs.catalog import ATARI_SIZE, ENV_IDS
 
 gym.register_envs(ale_py)
 

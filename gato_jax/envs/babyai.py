@@ -14,7 +14,7 @@ import minigrid  # noqa: F401  Registers the BabyAI-* ids with gymnasium.
 import numpy as np
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from gato_jax.envs.specs import ENV_IDS
+from gato_jax.specs.catalog import ENV_IDS
 
 # The spec's fields: the agent's symbolic 7x7 egocentric view, its heading and the mission.
 FIELDS = ('mission', 'image', 'direction')

@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gato_jax.envs.specs import ENV_IDS
+from gato_jax.specs.catalog import ENV_IDS
 
 Policy = Any
 

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from gato_jax.envs.dmc_render import PixelRenderer, import_suite_without_rendering
-from gato_jax.envs.specs import DMC_PIXELS_SIZE, ENV_IDS
+from gato_jax.specs.catalog import DMC_PIXELS_SIZE, ENV_IDS
 
 suite = import_suite_without_rendering()
 

@@ -16,7 +16,7 @@ from metaworld import env_dict, policies
 from metaworld.sawyer_xyz_env import SawyerMocapBase
 
 from gato_jax.envs.classic import StateObservation
-from gato_jax.envs.specs import ENV_IDS
+from gato_jax.specs.catalog import ENV_IDS
 
 # The weld constraint metaworld 3.0 writes at construction: the relative pose (3 position,
 # 4 quaternion) and torque scale of mujoco's 11 weld parameters.

@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from gato_jax import specs
 from gato_jax import tokenizer as tok
 
 Inputs = dict[str, np.ndarray]  # The model's input arrays (model/__init__.py), no batch axis.
@@ -44,29 +45,24 @@ def model_inputs(steps: tok.TokenizedSteps) -> Inputs:
   }
 
 
-def action_inputs(task_tokenizer: tok.TaskTokenizer, action_tokens: np.ndarray) -> Inputs:
+def action_inputs(task_tokenizer: specs.TaskTokenizer, action_tokens: np.ndarray) -> Inputs:
   """Sampled action tokens (all of an action's, or its first few) as input positions.
 
   Laid out as `tokenize_steps` lays out actions, so a context built while acting matches
   the tokens of the same episode read from a dataset.
   """
   action_tokens = np.asarray(action_tokens, np.int32).reshape(-1)
-  kind = (
-    tok.TokenKind.ACTION_DISCRETE
-    if task_tokenizer.spec.action_kind == 'discrete'
-    else tok.TokenKind.ACTION_CONTINUOUS
-  )
   n = action_tokens.size
   return {
     'tokens': action_tokens,
-    'kinds': np.full(n, kind, np.int32),
+    'kinds': np.full(n, task_tokenizer.spec.action_token_kind, np.int32),
     'local_positions': np.full(n, tok.LOCAL_POSITION_ACTION, np.int32),
     'patches': np.zeros((n, tok.PATCH_SIZE, tok.PATCH_SIZE, 3), np.uint8),
     'patch_positions': np.zeros((n, 4), np.int32),
   }
 
 
-def sampling_range(task_tokenizer: tok.TaskTokenizer) -> tuple[int, int]:
+def sampling_range(task_tokenizer: specs.TaskTokenizer) -> tuple[int, int]:
   """[start, stop) of the ids an action token may be sampled from.
 
   The action kind's range (`TokenLayout.action_token_range`), narrowed for a discrete
@@ -79,7 +75,7 @@ def sampling_range(task_tokenizer: tok.TaskTokenizer) -> tuple[int, int]:
   return start, stop
 
 
-def _placeholder_action(spec: tok.TaskSpec) -> np.ndarray:
+def _placeholder_action(spec: specs.TaskSpec) -> np.ndarray:
   """An action the spec accepts; its tokens are cut off, it only lets the timestep tokenize."""
   if isinstance(spec.action, tok.DiscreteField):
     return np.zeros(spec.action.shape, np.int64)
@@ -104,7 +100,7 @@ class TokenizedEnv(gym.Wrapper):
   do in the data pipeline; the evaluator counts that episode as failed.
   """
 
-  def __init__(self, env: gym.Env, task_tokenizer: tok.TaskTokenizer):
+  def __init__(self, env: gym.Env, task_tokenizer: specs.TaskTokenizer):
     super().__init__(env)
     self.task_tokenizer = task_tokenizer
     spec = task_tokenizer.spec

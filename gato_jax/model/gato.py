@@ -15,16 +15,16 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from gato_jax import sharding, tokenizer
+from gato_jax import sharding, specs, tokenizer
 from gato_jax.model import splash
 from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
 from gato_jax.model.transformer import (
-    ATTENTION_IMPLEMENTATIONS,
-    POSITION_ENCODINGS,
-    REMAT_NAMES,
-    REMAT_POLICIES,
-    DecoderStack,
-    StackOptions,
+  ATTENTION_IMPLEMENTATIONS,
+  POSITION_ENCODINGS,
+  REMAT_NAMES,
+  REMAT_POLICIES,
+  DecoderStack,
+  StackOptions,
 )
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -111,7 +111,7 @@ def names(value: str) -> tuple[str, ...]:
   return tuple(n.strip() for n in (value or '').split(',') if n.strip())
 
 
-def check_task_fits(spec: tokenizer.TaskSpec, model: ml_collections.ConfigDict) -> None:
+def check_task_fits(spec: specs.TaskSpec, model: ml_collections.ConfigDict) -> None:
   """Raises if a task's observation has more tokens than the local position table has rows.
 
   Inside jit an index past the table would silently reuse its last row, so the pipeline and

@@ -1,18 +1,19 @@
-"""TaskSpecs of the environments this project generates data from and evaluates in.
+"""The TaskSpecs of the environments this project generates data from and evaluates in.
 
 One spec per task name; the data pipeline, the seqio tasks and the evaluator all look tasks
-up here, so a task is tokenized the same way everywhere. This module is pure data: it
-imports no simulator, so looking a spec up stays cheap where no environment runs. Expert
-and random returns stay None until the dataset generator measures them (they are recorded
-with each dataset; docs/environments.md lists the values measured so far). DATASET_SPECS
-adds the embodiments known only from a public dataset, which have no environment here.
+up through `gato_jax.specs.get_spec`, so a task is tokenized the same way everywhere. This
+module is pure data: it imports no simulator, so looking a spec up stays cheap where no
+environment runs. Expert and random returns are not part of a spec: the dataset generator
+measures them and records them with each dataset (metadata.json). DATASET_SPECS adds the
+embodiments known only from a public dataset, which have no environment here.
 """
 
 from __future__ import annotations
 
 import math
 
-from gato_jax.tokenizer import ContinuousField, DiscreteField, ImageField, TaskSpec, TextField
+from gato_jax.specs.task_spec import TaskSpec
+from gato_jax.tokenizer import ContinuousField, DiscreteField, ImageField, TextField
 
 
 # minigrid's symbolic 7x7 view: (object, colour, state) per cell; object ids go up to 10.
@@ -147,9 +148,8 @@ _FRACTAL_ACTION = ContinuousField(
 )
 
 # Tasks known only from a public dataset (data_pipelines/public_rlds.py): no simulator runs
-# them here, so they have no env, no expert to roll out and no measured returns
-# (expert_return and random_return stay None). get_spec finds them; task_names() and the
-# dataset generator, which need an env, never see them.
+# them here, so they have no env, no expert to roll out and no measured returns. get_spec
+# finds them; task_names() and the dataset generator, which need an env, never see them.
 DATASET_SPECS: dict[str, TaskSpec] = {
   spec.name: spec
   for spec in (
@@ -164,12 +164,3 @@ DATASET_SPECS: dict[str, TaskSpec] = {
     ),
   )
 }
-
-
-def get_spec(name: str) -> TaskSpec:
-  """The spec of a task, with or without an env, with an error that lists the known ones."""
-  spec = TASK_SPECS.get(name) or DATASET_SPECS.get(name)
-  if spec is None:
-    known = sorted({**TASK_SPECS, **DATASET_SPECS})
-    raise ValueError(f'unknown task {name!r}; known tasks: {known}')
-  return spec
