@@ -27,10 +27,12 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[envs,dev,aot,viz]'
 	touch $(STAMP)
 
-# The whole job on this machine: data generated on first use, a tiny Gato trained with
-# checkpoints in runs/demo/, the evaluator on the newest checkpoint (runs/demo/eval/).
-# Run again, it resumes: a finished run only re-evaluates.
+# The whole job on this machine: the mixture's datasets generated from real environments
+# (data/demo/, once), a tiny Gato trained with checkpoints in runs/demo/, the evaluator on
+# the newest checkpoint (runs/demo/eval/). Run again, it resumes: a finished run only
+# re-evaluates.
 demo: $(STAMP)
+	$(PY) -m data_pipelines.prepare --config=configs/demo.py
 	$(PY) -m gato_jax.train --config=configs/demo.py --workdir=runs/demo
 	$(PY) -m gato_jax.evaluator --config=configs/demo.py --workdir=runs/demo --step=-1
 

@@ -2,9 +2,9 @@ r"""Training-ready tokens/s from a seqio mixture: what the input side can feed t
 
 Measures whole host batches out of `gato_jax.data.make_iterator` (episodes decoded,
 filtered, tokenized, windowed with prompts, converted, patches scattered, batched), per
-task of the mixture and for the mixture itself. The demo config generates its datasets on
-first use (minutes, once). Positions/s counts every slot of the [B, L] batch; tokens/s only
-the real (non-PAD) ones, which is what the model learns from.
+task of the mixture and for the mixture itself. The mixture's missing datasets are written
+first (data_pipelines.prepare; minutes, once). Positions/s counts every slot of the [B, L]
+batch; tokens/s only the real (non-PAD) ones, which is what the model learns from.
 
   python -m benchmarks.pipeline --config=configs/demo.py
   python -m benchmarks.pipeline --config=configs/demo.py --batches=50 --batch_size=16
@@ -24,6 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import report
+from data_pipelines import prepare
 from gato_jax import data, tokenizer
 
 
@@ -56,7 +57,8 @@ def main(argv: Sequence[str]) -> None:
   args = flags.FLAGS
   config = args.config
   mixture = config.data.mixture
-  rows = [measure(config, args.batch_size, args.batches)]  # Generates missing data first.
+  prepare.prepare(config)  # The trainer's input only reads: write what the mixture lacks.
+  rows = [measure(config, args.batch_size, args.batches)]
   if args.per_task:
     provider = seqio.get_mixture_or_task(mixture)
     members = provider.tasks if isinstance(provider, seqio.Mixture) else []

@@ -106,11 +106,10 @@ def data_config(mixture: str, data_dir: str = 'data', **overrides) -> ml_collect
   """`config.data`: the seqio mixture and how its sequences are made (gato_jax/data/)."""
   data = ml_collections.ConfigDict(
     {
-      'source': 'mixture',  # 'mixture' (seqio, data_pipelines/tasks.py) or 'synthetic'.
+      'source': 'mixture',  # 'mixture' (seqio, gato_jax/data/tasks.py) or 'synthetic'.
       'mixture': mixture,  # A registered seqio mixture or task name.
       'data_dir': data_dir,  # TFDS directory of the generated datasets (and public ones).
-      'generate_missing': False,  # Roll out missing episode datasets on first use.
-      'episodes_per_task': 20,  # Episodes generated per task when generating.
+      'episodes_per_task': 20,  # Episodes per task data_pipelines.prepare generates.
       'task_episodes': '',  # Per-task exceptions to it: 'babyai_gotoredball=300,cartpole=40'.
       'random_episodes': 5,  # Random-policy episodes measuring the random return.
       'max_episode_steps': 0,  # Cap on generated episode length; 0 keeps the env's limit.

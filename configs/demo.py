@@ -3,6 +3,7 @@
   python -m data_pipelines.inspect_tokens --config=configs/demo.py
   python -m data_pipelines.inspect_tokens --config=configs/demo.py --config.tasks=cartpole,pendulum
   python -m gato_jax.model.summary --config=configs/demo.py
+  python -m data_pipelines.prepare --config=configs/demo.py
   python -m gato_jax.train --config=configs/demo.py --workdir=/tmp/gato_demo
   python -m gato_jax.evaluator --config=configs/demo.py --workdir=/tmp/gato_demo
 
@@ -29,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.position_encoding = 'rope'
   config.mesh = common.mesh_config()  # All devices on 'data'; --config.mesh.fsdp=2 etc.
   config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
-  # Data (gato_jax/data/, data_pipelines/tasks.py): generated here on first use.
+  # Data (gato_jax/data/tasks.py): written by python -m data_pipelines.prepare (make demo).
   config.data = common.data_config(
-      'gato_demo', data_dir='data/demo', generate_missing=True, episodes_per_task=20,
+      'gato_demo', data_dir='data/demo', episodes_per_task=20,
       max_episode_steps=300, caption_examples=500,
       # Short episodes are cheap: more of them, so the model sees many starting states.
       task_episodes='babyai_gotoredball=500,acrobot=200,mountaincar=200,cartpole=100')

@@ -1,4 +1,4 @@
-r"""Image-caption data: COCO by TFDS name, and an offline set of drawn shapes with captions.
+r"""The offline image-caption set: drawn shapes with captions, written as a TFDS dataset.
 
 Gato trains on (image, text) pairs; with no network, the project draws its own: 1 to 3
 coloured shapes on a plain background, each caption saying what is where, e.g.
@@ -6,6 +6,8 @@ coloured shapes on a plain background, each caption saying what is where, e.g.
 captioning task: the caption is only predictable from the pixels.
 
   python -m data_pipelines.captions --examples=2000 --data_dir=data
+
+gato_jax/data/captions.py reads it back (and COCO by TFDS name).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
+
+from gato_jax.data import captions
 
 IMAGE_SIZE = 64  # A multiple of the 16-pixel patch: 16 patches per image.
 COLORS = {
@@ -66,7 +69,7 @@ def draw_example(rng: np.random.Generator) -> tuple[np.ndarray, str]:
 class GatoShapesCaptions(tfds.core.GeneratorBasedBuilder):
   """Drawn shapes with captions; `examples` and `seed` set the size and content."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version(captions.SHAPES_VERSION)
   RELEASE_NOTES = {'1.0.0': 'Shapes on a 2x2 grid, 64x64 images.'}
 
   def __init__(self, *, examples: int = 1000, seed: int = 0, **kwargs: Any):
@@ -98,30 +101,6 @@ class GatoShapesCaptions(tfds.core.GeneratorBasedBuilder):
     for i in range(n):
       image, caption = draw_example(rng)
       yield str(i), {'image': image, 'caption': caption}
-
-
-def caption_dataset(
-  name: str = 'gato_shapes_captions', split: str = 'train', data_dir: str | None = None
-) -> tf.data.Dataset:
-  """{'image': uint8 [H, W, 3], 'caption': string} from the offline set or COCO by name.
-
-  `coco_captions` has several captions per image; each (image, caption) pair becomes one
-  example, as Gato samples pairs.
-  """
-  if name == 'gato_shapes_captions':
-    return GatoShapesCaptions(data_dir=data_dir).as_dataset(split=split)
-  if name.startswith('coco_captions'):
-    ds = tfds.load(name, split=split, data_dir=data_dir)
-
-    def pairs(example: dict[str, Any]) -> tf.data.Dataset:
-      texts = example['captions']['text']
-      images = tf.repeat(example['image'][None], tf.shape(texts)[0], axis=0)
-      return tf.data.Dataset.from_tensor_slices({'image': images, 'caption': texts})
-
-    return ds.flat_map(pairs)
-  raise ValueError(
-    f"caption dataset must be 'gato_shapes_captions' or 'coco_captions[/config]', got {name!r}"
-  )
 
 
 def main(argv: Sequence[str]) -> None:

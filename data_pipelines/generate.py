@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from data_pipelines import episodes
+from data_pipelines import rollouts
 from gato_jax import envs, specs, tables
+from gato_jax.data import episodes
 
 _LIST = flags.DEFINE_bool('list', False, 'Print the tasks that can be generated and exit.')
 _TASK = flags.DEFINE_list('task', [], 'Task names (see --list), comma-separated.')
@@ -60,7 +61,7 @@ def main(argv: Sequence[str]) -> None:
     specs.get_spec(task)  # Fail on a typo before any rollout starts.
   summary = []
   for task in _TASK.value:
-    builder = episodes.generate(
+    builder = rollouts.generate(
       task,
       _DATA_DIR.value,
       episodes=_EPISODES.value,

@@ -19,7 +19,7 @@ import numpy as np
 from absl import app
 from ml_collections import config_flags
 
-from data_pipelines import episodes
+from data_pipelines import rollouts
 from gato_jax import specs, tables
 from gato_jax import tokenizer as tok
 
@@ -34,9 +34,9 @@ def rollout(
   The dataset generator's rollout, checks included, without RLDS's final padding step:
   returns the stacked observations, the actions and the episode return.
   """
-  episode = episodes.rollout(task, kind, seed, max_steps)
-  observations = {k: v[:-1] for k, v in episode.observations.items()}
-  return observations, episode.actions[:-1], episode.episode_return
+  episode = rollouts.rollout(task, kind, seed, max_steps)
+  observations, actions = episode.acted_steps()
+  return observations, actions, episode.episode_return
 
 
 def describe_timestep(

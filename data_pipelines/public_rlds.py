@@ -24,9 +24,9 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_pipelines import episodes
 from gato_jax import specs, tables
 from gato_jax import tokenizer as tok
+from gato_jax.data import episodes
 
 
 def _lookup(steps: dict[str, Any], path: str) -> np.ndarray:
@@ -109,7 +109,7 @@ def read_public_episodes(
     try:
       if not step_list:
         raise ValueError('the episode has no steps')
-      steps = episodes._stack(step_list)
+      steps = episodes.stack_steps(step_list)
       observations = {}
       for name, paths in source.observation.items():
         value = _gather(steps, paths)

@@ -24,7 +24,7 @@ the results go to
   WORKDIR/tensorboard/eval/     the same scalars, by training step
 
 and a table on stdout. The expert (100%) and random (0%) returns are those the dataset
-recorded when it was generated (data_pipelines/episodes.py, metadata.json). docs/evaluation.md
+recorded when it was generated (gato_jax/data/episodes.py, metadata.json). docs/evaluation.md
 explains every field.
 """
 
@@ -63,7 +63,7 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
   """`eval.tasks`, or the environment tasks of the training mixture when it is empty."""
   names = [t.strip() for t in config.eval.tasks.split(',') if t.strip()]
   if not names:
-    from data_pipelines import tasks  # Registers the seqio tasks; only needed here.
+    from gato_jax.data import tasks  # Registers the seqio tasks; only needed here.
 
     names = tasks.episode_tasks(config.data.mixture)
     if not names:
@@ -127,20 +127,15 @@ def demonstrations(
 ) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
   """Prompt candidates: the dataset's first `count` episodes that training would keep.
 
-  The same bar as the training filter (preprocessors.filter_by_return): at least
-  `min_return_fraction` of the way from the random to the expert return.
+  The training filter's rule (`episodes.min_kept_return`): at least `min_return_fraction`
+  of the way from the random to the expert return.
   """
-  from data_pipelines import episodes  # TFDS, imported only when a dataset is read.
+  from gato_jax.data import episodes  # TFDS, imported only when a dataset is read.
 
-  kept = []
   expert, random = references.get('expert_return'), references.get('random_return')
-  for episode in itertools.islice(episodes.read_episodes(task, data_dir), count):
-    if expert is not None and random is not None and expert > random:
-      score = scores.normalized_score(episode.episode_return, expert, random)
-      if score < 100.0 * min_return_fraction:
-        continue
-    kept.append(({k: v[:-1] for k, v in episode.observations.items()}, episode.actions[:-1]))
-  return kept
+  bar = episodes.min_kept_return(expert, random, min_return_fraction)
+  read = itertools.islice(episodes.read_episodes(task, data_dir), count)
+  return [e.acted_steps() for e in read if e.episode_return >= bar]
 
 
 def evaluate_task(
@@ -151,7 +146,7 @@ def evaluate_task(
   vocabulary: Any = None,
 ) -> dict[str, Any]:
   """Rolls out `eval.episodes` episodes of one task and summarizes them (module docstring)."""
-  from data_pipelines import episodes  # TFDS, imported only when a dataset is read.
+  from gato_jax.data import episodes  # TFDS, imported only when a dataset is read.
 
   e, data_dir = config.eval, config.data.data_dir
   spec = specs.get_spec(task)

@@ -2,6 +2,7 @@
 # N training processes on this machine: the multi-host code path (jax.distributed, one data
 # shard per process, a global batch from per-process rows) on CPU with gloo collectives.
 #
+#   python -m data_pipelines.prepare --config=configs/demo.py   # the datasets, once
 #   launch/local_multihost.sh 2 --config=configs/demo.py --workdir=/tmp/gato_2proc
 #   DEVICES_PER_PROCESS=2 launch/local_multihost.sh 4 --config=configs/demo.py \
 #       --workdir=/tmp/gato_pod --config.mesh.data=2 --config.mesh.fsdp=4   # a 4-host "pod"

@@ -11,9 +11,9 @@ import seqio
 import tensorflow as tf
 
 from configs import demo
-from data_pipelines import captions, episodes, tasks
-from gato_jax import data, tokenizer
-from gato_jax.data import options, pipeline, preprocessors, sources
+from data_pipelines import captions, prepare, rollouts
+from gato_jax import data, specs, tokenizer
+from gato_jax.data import episodes, options, pipeline, preprocessors, sources
 from gato_jax.data.feature_converter import GatoFeatureConverter
 
 K = tokenizer.TokenKind
@@ -30,8 +30,8 @@ if MIXTURE not in seqio.MixtureRegistry.names():
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('pipeline_data'))
-  episodes.generate('cartpole', root, episodes=6, max_steps=40, random_episodes=2)
-  episodes.generate('babyai_gotoredball', root, episodes=3, max_steps=12, random_episodes=1)
+  rollouts.generate('cartpole', root, episodes=6, max_steps=40, random_episodes=2)
+  rollouts.generate('babyai_gotoredball', root, episodes=3, max_steps=12, random_episodes=1)
   captions.GatoShapesCaptions(data_dir=root, examples=40).download_and_prepare()
   return root
 
@@ -41,7 +41,6 @@ def make_config(data_dir: str, **data_overrides):
   config.model.max_length = LENGTH
   config.data.mixture = MIXTURE
   config.data.data_dir = data_dir
-  config.data.generate_missing = False
   config.data.update(data_overrides)
   return config
 
@@ -95,7 +94,7 @@ def _timestep_blocks_ok(positions: np.ndarray, obs_tokens: int, per_step: int) -
 
 
 def test_windows_start_on_timesteps_and_a_quarter_have_prompts(data_dir):
-  spec = tasks.specs.get_spec('cartpole')
+  spec = specs.get_spec('cartpole')
   per_step = spec.tokens_per_timestep
   sequences = task_sequences(make_config(data_dir), 'gato_cartpole', 400)
   prompted = 0
@@ -117,14 +116,13 @@ def test_windows_start_on_timesteps_and_a_quarter_have_prompts(data_dir):
 
 def test_prompts_come_from_episode_ends_and_uniform_positions(data_dir, byte_vocabulary):
   config = make_config(data_dir, prompt_probability=1.0)
-  spec = tasks.specs.get_spec('cartpole')
+  spec = specs.get_spec('cartpole')
   layout = tokenizer.layout_from_config(config)
   steps = spec.tokenizer(layout, byte_vocabulary)
   tails = set()
   prompt_steps = LENGTH // 4 // spec.tokens_per_timestep
   for e in episodes.read_episodes('cartpole', data_dir):
-    obs = {k: v[:-1] for k, v in e.observations.items()}
-    toks = steps.tokenize_steps(obs, e.actions[:-1]).tokens
+    toks = steps.tokenize_steps(*e.acted_steps()).tokens
     tails.add(toks[-prompt_steps:].tobytes())
   from_end = 0
   sequences = task_sequences(config, 'gato_cartpole', 200)
@@ -153,6 +151,15 @@ def test_return_filter_measures_from_random_to_expert(data_dir):
   assert kept([10, 50, 80, 100], expert=100, random=math.nan) == [80, 100]  # Gato's 80%.
   assert kept([-900, -300, -150, -100], expert=-100, random=-1000) == [-150, -100]
   assert kept([1, 2], expert=math.nan, random=math.nan) == [1, 2]  # Unknown expert: keep.
+
+
+def test_one_return_rule_keeps_demonstrations():
+  # episodes.min_kept_return is the bar of the training filter and of the evaluator's prompts.
+  bar = episodes.min_kept_return
+  assert bar(100.0, None, 0.8) == bar(100.0, math.nan, 0.8) == 80.0  # Random unknown: 0.
+  assert bar(-100.0, -1000.0, 0.8) == pytest.approx(-280.0)
+  for expert, random in ((None, 5.0), (math.nan, 0.0), (1.0, 1.0), (1.0, 2.0)):
+    assert bar(expert, random, 0.8) == -math.inf  # Nothing to measure against: keep all.
 
 
 def _episode(observation: np.ndarray, name: str) -> dict:
@@ -268,12 +275,32 @@ def test_config_errors_name_the_key(data_dir):
     pipeline.check_tasks(short)
 
 
-def test_missing_dataset_names_the_task(tmp_path):
+def test_a_missing_dataset_stops_the_pipeline_naming_the_prepare_command(tmp_path):
+  # The library only reads: nothing is generated, and the error says what to run.
   config = make_config(str(tmp_path))
   with pytest.raises(FileNotFoundError) as error:
     data.make_iterator(config, batch_size=2)
-  for task in ('cartpole', 'babyai_gotoredball'):
-    assert f'python -m data_pipelines.generate --task={task}' in str(error.value)
+  message = str(error.value)
+  assert 'python -m data_pipelines.prepare --config=' in message
+  assert f'data_dir {tmp_path}' in message and MIXTURE in message
+  for what in ('episodes cartpole', 'episodes babyai_gotoredball', 'drawn-shape captions'):
+    assert what in message
+  assert not (tmp_path / 'gato_episodes').exists()
+
+
+def test_prepare_writes_what_the_mixture_lacks_then_the_pipeline_reads_it(tmp_path, capsys):
+  config = make_config(
+    str(tmp_path), mixture='gato_cartpole', episodes_per_task=2, task_episodes=''
+  )
+  config.data.max_episode_steps = 20
+  config.data.random_episodes = 1
+  written = prepare.prepare(config)
+  assert [d.what for d in written] == ['episodes cartpole']
+  assert 'generating episodes cartpole into' in capsys.readouterr().out
+  assert episodes.read_metadata('cartpole', str(tmp_path))['episodes'] == 2
+  assert prepare.prepare(config) == []  # Complete: kept, not rewritten.
+  batch = next(data.make_iterator(config, batch_size=2))
+  assert batch['tokens'].shape == (2, LENGTH)
 
 
 def test_pipeline_benchmark_reports_real_token_counts(data_dir):
@@ -287,26 +314,22 @@ def test_pipeline_benchmark_reports_real_token_counts(data_dir):
 
 def test_task_episodes_override_the_default_and_reject_bad_entries(data_dir):
   config = make_config(data_dir, task_episodes='cartpole=40, babyai_gotoredball=300')
-  assert pipeline.episode_counts(config.data) == {'cartpole': 40, 'babyai_gotoredball': 300}
+  assert prepare.episode_counts(config.data) == {'cartpole': 40, 'babyai_gotoredball': 300}
   for bad in ('cartpole', 'cartpole=0', 'cartpole=x'):
     with pytest.raises(ValueError, match='data.task_episodes'):
-      pipeline.episode_counts(make_config(data_dir, task_episodes=bad).data)
+      prepare.episode_counts(make_config(data_dir, task_episodes=bad).data)
   with pytest.raises(ValueError, match='no_such_task'):
-    pipeline.episode_counts(make_config(data_dir, task_episodes='no_such_task=3').data)
+    prepare.episode_counts(make_config(data_dir, task_episodes='no_such_task=3').data)
 
 
 def test_generated_data_with_another_episode_count_is_an_error(data_dir):
-  # data_dir holds 6 cartpole and 3 BabyAI episodes; a config that generates data and asks
-  # for other counts must not train on them silently.
-  matching = make_config(
-    data_dir, generate_missing=True, task_episodes='cartpole=6,babyai_gotoredball=3'
-  )
-  pipeline.ensure_datasets(matching)  # Nothing missing, counts agree: nothing to do.
-  stale = make_config(
-    data_dir, generate_missing=True, task_episodes='cartpole=40,babyai_gotoredball=3'
-  )
+  # data_dir holds 6 cartpole and 3 BabyAI episodes; preparing with a config that asks for
+  # other counts must not leave them to be trained on silently.
+  matching = make_config(data_dir, task_episodes='cartpole=6,babyai_gotoredball=3')
+  assert prepare.prepare(matching) == []  # Nothing missing, counts agree: nothing to do.
+  stale = make_config(data_dir, task_episodes='cartpole=40,babyai_gotoredball=3')
   with pytest.raises(ValueError, match=r'holds 6 episodes of cartpole.*data.task_episodes.*40'):
-    pipeline.ensure_datasets(stale)
-  by_default = make_config(data_dir, generate_missing=True, task_episodes='', episodes_per_task=3)
+    prepare.prepare(stale)
+  by_default = make_config(data_dir, task_episodes='', episodes_per_task=3)
   with pytest.raises(ValueError, match=r'holds 6 episodes of cartpole.*data.episodes_per_task'):
-    pipeline.ensure_datasets(by_default)
+    prepare.prepare(by_default)

@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import episodes
+from data_pipelines import rollouts
 from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
+from gato_jax.data import episodes
 
 
 @pytest.fixture(scope='module')
 def cartpole_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('data'))
-  episodes.generate('cartpole', data_dir, episodes=3, random_episodes=3, max_steps=100)
+  rollouts.generate('cartpole', data_dir, episodes=3, random_episodes=3, max_steps=100)
   return data_dir
 
 
@@ -43,18 +44,18 @@ def test_rlds_layout_and_recorded_returns(cartpole_dir):
 def test_read_episodes_round_trip(cartpole_dir):
   read = list(episodes.read_episodes('cartpole', cartpole_dir))
   assert [e.seed for e in read] == [0, 1, 2] or sorted(e.seed for e in read) == [0, 1, 2]
-  fresh = episodes.rollout('cartpole', 'expert', seed=read[0].seed, max_steps=100)
+  fresh = rollouts.rollout('cartpole', 'expert', seed=read[0].seed, max_steps=100)
   np.testing.assert_array_equal(read[0].actions, fresh.actions)
   np.testing.assert_allclose(read[0].observations['state'], fresh.observations['state'])
 
 
 def test_rollouts_are_deterministic_for_a_seed():
-  a = episodes.rollout('babyai_gotolocal', 'expert', seed=7)
-  b = episodes.rollout('babyai_gotolocal', 'expert', seed=7)
+  a = rollouts.rollout('babyai_gotolocal', 'expert', seed=7)
+  b = rollouts.rollout('babyai_gotolocal', 'expert', seed=7)
   np.testing.assert_array_equal(a.actions, b.actions)
   np.testing.assert_array_equal(a.observations['image'], b.observations['image'])
   assert a.observations['mission'][0] == b.observations['mission'][0]
-  c = episodes.rollout('babyai_gotolocal', 'expert', seed=8)
+  c = rollouts.rollout('babyai_gotolocal', 'expert', seed=8)
   assert c.observations['mission'][0] != a.observations['mission'][0] or not np.array_equal(
     c.observations['image'][0], a.observations['image'][0]
   )
@@ -99,7 +100,7 @@ def test_bad_data_fails_generation_naming_env_seed_and_step(monkeypatch, tmp_pat
     envs, 'make_env', lambda task, seed=None: _Corrupt(make_env(task, seed), 3, how)
   )
   with pytest.raises(ValueError, match=f'env CartPole-v1.*, seed 4.*: .*{message}'):
-    episodes.generate('cartpole', str(tmp_path), episodes=2, seed=4, random_episodes=0)
+    rollouts.generate('cartpole', str(tmp_path), episodes=2, seed=4, random_episodes=0)
   # TFDS wrote into a temporary directory: no dataset looks finished.
   with pytest.raises(FileNotFoundError, match='generate it with'):
     episodes.load('cartpole', str(tmp_path))
@@ -107,7 +108,7 @@ def test_bad_data_fails_generation_naming_env_seed_and_step(monkeypatch, tmp_pat
 
 def test_an_episode_without_steps_is_refused():
   with pytest.raises(ValueError, match=r"env CartPole-v1 \(task 'cartpole'\), seed 0: .*no steps"):
-    episodes.rollout('cartpole', 'expert', seed=0, max_steps=0)
+    rollouts.rollout('cartpole', 'expert', seed=0, max_steps=0)
 
 
 def test_reading_reports_bad_data_the_same_way(monkeypatch, cartpole_dir):

@@ -14,9 +14,10 @@ import pytest
 from flax import nnx
 
 from configs import common, demo
-from data_pipelines import episodes
+from data_pipelines import rollouts
 from gato_jax import checkpointing, envs, evaluator, policy, scores, specs
 from gato_jax import tokenizer as tok
+from gato_jax.data import episodes
 from gato_jax.envs.wrappers import model_inputs
 from gato_jax.model import from_config
 
@@ -29,7 +30,7 @@ MAX_STEPS = 100
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp('episodes'))
   for task in TASKS:
-    episodes.generate(task, directory, episodes=4, max_steps=MAX_STEPS, random_episodes=8)
+    rollouts.generate(task, directory, episodes=4, max_steps=MAX_STEPS, random_episodes=8)
   return directory
 
 
@@ -178,6 +179,19 @@ def test_demonstration_prompt_takes_whole_timesteps_from_the_end_or_uniformly(da
   assert len(starts) > 5
   none = policy.demonstration_prompt(task_tokenizer, observations, actions, 20, 'none', rng)
   assert len(none['tokens']) == 0
+
+
+def test_prompts_keep_the_episodes_training_keeps(data_dir):
+  # Capped at MAX_STEPS, every CartPole expert episode returns MAX_STEPS. With no random
+  # return recorded, the bar is 80% of the expert's, as in the training filter.
+  returns = [e.episode_return for e in episodes.read_episodes('cartpole', data_dir)]
+  assert returns == [float(MAX_STEPS)] * 4
+  assert len(evaluator.demonstrations('cartpole', data_dir, 4, {'expert_return': 125.0}, 0.8)) == 4
+  assert evaluator.demonstrations('cartpole', data_dir, 4, {'expert_return': 126.0}, 0.8) == []
+  kept = evaluator.demonstrations(
+    'cartpole', data_dir, 4, {'expert_return': 126.0, 'random_return': 50.0}, 0.6
+  )
+  assert len(kept) == 4  # 50 + 0.6 * 76 = 95.6 <= 100.
 
 
 def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import captions, text
+from data_pipelines import captions
+from gato_jax.data import captions as caption_data
+from gato_jax.data import text
 
 
 def test_local_text_keeps_every_non_empty_line(tmp_path):
@@ -48,7 +50,7 @@ def test_shapes_dataset_is_reproducible(tmp_path):
   builder.download_and_prepare()
   assert builder.info.splits['train'].num_examples == 20
   assert builder.info.splits['validation'].num_examples == 2
-  stored = list(tfds.as_numpy(captions.caption_dataset(data_dir=str(tmp_path))))
+  stored = list(tfds.as_numpy(caption_data.caption_dataset(data_dir=str(tmp_path))))
   redrawn = [captions.draw_example(np.random.default_rng(5)) for _ in range(1)]
   by_caption = {r['caption'].decode(): r['image'] for r in stored}
   assert redrawn[0][1] in by_caption
@@ -57,7 +59,7 @@ def test_shapes_dataset_is_reproducible(tmp_path):
 
 def test_coco_captions_become_image_caption_pairs():
   with tfds.testing.mock_data(num_examples=2):
-    pairs = list(tfds.as_numpy(captions.caption_dataset('coco_captions/2014', split='train')))
+    pairs = list(tfds.as_numpy(caption_data.caption_dataset('coco_captions/2014', split='train')))
   assert pairs and all(p['image'].ndim == 3 and isinstance(p['caption'], bytes) for p in pairs)
   with pytest.raises(ValueError, match="got 'mscoco'"):
-    captions.caption_dataset('mscoco')
+    caption_data.caption_dataset('mscoco')

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from data_pipelines import episodes
+from data_pipelines import rollouts
 from gato_jax import envs, specs
 from gato_jax import tokenizer as tok
+from gato_jax.data import episodes
 from gato_jax.envs.wrappers import TokenizedEnv, action_inputs, model_inputs, sampling_range
 
 LAYOUT = tok.TokenLayout(text_vocab_size=512)
@@ -17,7 +18,7 @@ REPLAYED = {'cartpole': 40, 'babyai_gotoredball': 40}
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp('episodes'))
   for task, steps in REPLAYED.items():
-    episodes.generate(task, directory, episodes=2, max_steps=steps, random_episodes=1)
+    rollouts.generate(task, directory, episodes=2, max_steps=steps, random_episodes=1)
   return directory
 
 
@@ -28,13 +29,13 @@ def test_a_replayed_episode_gives_the_dataset_token_stream(task, data_dir, byte_
   assert len(recorded) == 2
   for episode in recorded:
     # What the training pipeline tokenizes: the T acted steps, RLDS's final step dropped.
-    observations = {k: v[:-1] for k, v in episode.observations.items()}
-    dataset = model_inputs(task_tokenizer.tokenize_steps(observations, episode.actions[:-1]))
+    observations, actions = episode.acted_steps()
+    dataset = model_inputs(task_tokenizer.tokenize_steps(observations, actions))
 
     env = TokenizedEnv(envs.make_env(task, episode.seed), task_tokenizer)
     observation, _ = env.reset(seed=episode.seed)
     live = []
-    for action in episode.actions[:-1]:
+    for action in actions:
       tokens = env.encode_action(observation.raw, action)
       live += [observation.inputs, action_inputs(task_tokenizer, tokens)]
       observation, *_ = env.step(tokens)

@@ -29,7 +29,7 @@ import seqio
 import tensorflow as tf
 
 from gato_jax import specs, tokenizer
-from gato_jax.data import options
+from gato_jax.data import episodes, options
 
 PATCH_SHAPE = (tokenizer.PATCH_SIZE, tokenizer.PATCH_SIZE, 3)
 TOKEN_FEATURES = ('tokens', 'kinds', 'local_positions', 'loss_mask')
@@ -55,17 +55,18 @@ def _fold(seed: tf.Tensor, i: Any) -> tf.Tensor:
 def filter_by_return(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """Keeps episodes at least `min_return_fraction` of the way from random to expert return.
 
-  With a random return of 0 this is Gato's rule (return >= 80% of the expert's); measuring
-  from the random return keeps the rule meaningful for negative returns (Pendulum), where
-  80% of the expert's return would be a *better* score than the expert's own.
+  The rule is `episodes.min_kept_return`, which the evaluator's prompts use too.
   """
   fraction = options.current().min_return_fraction
 
+  def bar(expert: np.float32, random: np.float32) -> np.float32:
+    return np.float32(episodes.min_kept_return(float(expert), float(random), fraction))
+
   def keep(ex: dict[str, tf.Tensor]) -> tf.Tensor:
-    expert, random = ex['expert_return'], ex['random_return']
-    random = tf.where(tf.math.is_nan(random), 0.0, random)
-    bar = random + fraction * (expert - random)
-    return tf.math.is_nan(expert) | (expert <= random) | (ex['episode_return'] >= bar)
+    threshold = tf.numpy_function(
+      bar, [ex['expert_return'], ex['random_return']], tf.float32, stateful=False
+    )
+    return ex['episode_return'] >= tf.ensure_shape(threshold, [])
 
   return dataset.filter(keep)
 
@@ -73,8 +74,8 @@ def filter_by_return(dataset: tf.data.Dataset) -> tf.data.Dataset:
 def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   """Whole episodes -> flat token streams, through the TaskSpec's tokenizer (numpy).
 
-  The RLDS final step (last observation, padding action) is dropped: it is not a
-  timestep the agent acted in. An episode the spec rejects raises, naming the dataset and
+  The RLDS final step (last observation, padding action) is dropped (`acted_steps`): it is
+  not a timestep the agent acted in. An episode the spec rejects raises, naming the dataset and
   the episode, or with data.bad_examples='drop' is dropped, counted and logged once.
   """
   opts = options.current()
@@ -85,10 +86,8 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
 
   def tokenize(episode: bytes, action: np.ndarray, *observation: np.ndarray):
     try:
-      if len(action) < 2:
-        raise ValueError('the episode has no steps')
-      obs = {name: value[:-1] for name, value in zip(names, observation, strict=True)}
-      steps = task_tokenizer.tokenize_steps(obs, action[:-1])
+      obs, acts = episodes.acted_steps(dict(zip(names, observation, strict=True)), action)
+      steps = task_tokenizer.tokenize_steps(obs, acts)
       return (
         steps.tokens,
         steps.kinds.astype(np.int32),

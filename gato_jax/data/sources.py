@@ -1,6 +1,6 @@
 """seqio data sources for the datasets this project writes: episodes, text files, captions.
 
-`EpisodeSource` reads one task's RLDS episodes (data_pipelines/episodes.py) and shards by
+`EpisodeSource` reads one task's RLDS episodes (gato_jax/data/episodes.py) and shards by
 episode ranges (`tfds.even_splits`), so with `seqio.ShardInfo(process_index,
 process_count)` each host reads its own disjoint part of every task without opening the
 rest. Each example is one whole episode, steps stacked along time, plus the returns the
@@ -17,8 +17,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import episodes
-from gato_jax.data import options
+from gato_jax.data import captions, episodes, options, text
 
 MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
 
@@ -124,8 +123,6 @@ class TextFileSource(_TrainSource):
     num_epochs: int | None = 1,
   ) -> tf.data.Dataset:
     del split, shard_info, sequence_length, use_cached, num_epochs
-    from data_pipelines import text  # noqa: PLC0415 (TF text readers load on use)
-
     files = options.current().text_files
     if not files:
       raise ValueError('the local text task needs files: set config key data.text_files')
@@ -136,11 +133,9 @@ class TextFileSource(_TrainSource):
 
 
 def caption_dataset_fn(name: str) -> Any:
-  """A seqio FunctionDataSource dataset_fn for `data_pipelines.captions.caption_dataset`."""
+  """A seqio FunctionDataSource dataset_fn for `captions.caption_dataset`."""
 
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    from data_pipelines import captions  # noqa: PLC0415
-
     ds = captions.caption_dataset(name, split=split, data_dir=options.current().data_dir)
     if shuffle_files:
       ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)

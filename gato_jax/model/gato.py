@@ -19,12 +19,12 @@ from gato_jax import sharding, specs, tokenizer
 from gato_jax.model import splash
 from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
 from gato_jax.model.transformer import (
-  ATTENTION_IMPLEMENTATIONS,
-  POSITION_ENCODINGS,
-  REMAT_NAMES,
-  REMAT_POLICIES,
-  DecoderStack,
-  StackOptions,
+    ATTENTION_IMPLEMENTATIONS,
+    POSITION_ENCODINGS,
+    REMAT_NAMES,
+    REMAT_POLICIES,
+    DecoderStack,
+    StackOptions,
 )
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -2,10 +2,10 @@
 
 Importing this module registers, T5X style:
   gato_<task>            one per environment task (gato_jax/specs/catalog.py), from the
-                         episodes data_pipelines/generate.py writes
+                         episodes data_pipelines/generate.py and prepare.py write
   gato_text_local        lines of local text files (config data.text_files), offline
   gato_c4                TFDS `c4/en` (needs the network or a prepared data_dir)
-  gato_shapes_captions   the offline drawn-shapes captions (data_pipelines/captions.py)
+  gato_shapes_captions   the offline drawn-shapes captions (gato_jax/data/captions.py)
   gato_coco_captions     TFDS `coco_captions` (needs the network or a prepared data_dir)
 and the mixtures `gato_demo` (what the CPU demo trains on) and `gato_table1` /
 `gato_table1_offline` (paper table 1's sample weights over the domains available here).
