@@ -407,7 +407,7 @@ def compile_decode(config: ml_collections.ConfigDict, target: Slice, batch_size:
   The evaluator runs on one chip with the whole model on it, so this is compiled for the
   first device of `target` with every array there.
   """
-  from gato_jax import policy  # Imports gymnasium through the env wrappers.
+  from gato_jax.model import sampling
 
   device = target.devices[0]
   place = jax.sharding.SingleDeviceSharding(device)
@@ -424,7 +424,7 @@ def compile_decode(config: ml_collections.ConfigDict, target: Slice, batch_size:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=place), tree)
 
   def step(state, observation, cache, key):
-    return policy.cached_step(
+    return sampling.cached_step(
       nnx.merge(graphdef, state), observation, cache, key, action_tokens=action_tokens,
       action_kind=int(tokenizer.TokenKind.ACTION_DISCRETE), start=0,
       stop=layout.vocab_size, temperature=1.0)

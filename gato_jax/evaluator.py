@@ -11,29 +11,26 @@ written. `--policy=expert|random` scores the task's reference policies through t
 loop instead of a checkpoint: a check of the environments, the token path and the
 references (they should land near 100% and 0%).
 
+A checkpoint is scored as the model it was trained as: the settings that fix what its
+parameters compute come from the config its `meta` item recorded (`run_config`), and a
+line names each one --config's file gives otherwise; one set on the command line
+(--config.model.KEY=...) that the checkpoint contradicts is refused, naming the key.
+--config supplies everything else: `eval.*`, the data directory, execution keys.
+
 Only the `params` item is read, onto this process's own devices (one device: the model is
 small next to a trainer's and sampling is sequential), whatever mesh wrote it. For each
 task (`config.eval`, configs/common.py eval_config) the policy loop of gato_jax/policy.py
-runs `eval.episodes` episodes, prompted with demonstrations from the task's dataset, and
-the results go to
-
-  WORKDIR/eval/<step>.json      per task: mean_return, ci95, episodes, failed_episodes,
-                                normalized_score (percent of expert) and the raw returns;
-                                the aggregate: tasks above each threshold per domain
-  WORKDIR/eval/<step>.png       Gato's figure 5 for this checkpoint
-  WORKDIR/tensorboard/eval/     the same scalars, by training step
-
-and a table on stdout. The expert (100%) and random (0%) returns are those the dataset
-recorded when it was generated (gato_jax/data/episodes.py, metadata.json). docs/evaluation.md
-explains every field.
+runs `eval.episodes` episodes (gato_jax/envs/runner.py), prompted with demonstrations from
+the task's dataset; gato_jax/scores.py summarizes them and gato_jax/reporting.py writes
+WORKDIR/eval/<step>.json and .png, TensorBoard scalars and a table on stdout. The expert
+(100%) and random (0%) returns are those the dataset recorded when it was generated
+(gato_jax/data/episodes.py, metadata.json). docs/evaluation.md explains every field.
 """
 
 from __future__ import annotations
 
-import io
+import copy
 import itertools
-import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -47,11 +44,14 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, envs, policy, scores, specs, tables
+from gato_jax import checkpointing, policy, reporting, scores, specs
 from gato_jax import tokenizer as tok
+from gato_jax.envs import runner
 from gato_jax.model import check_task_fits, from_config
 
 POLICIES = ('gato', 'expert', 'random')
+# Config sections whose keys can fix the model a checkpoint holds (model.checkpoint_differences).
+MODEL_SECTIONS = ('model', 'tokenizer')
 
 
 # ----------------------------------------------------------------------------------------
@@ -158,9 +158,9 @@ def evaluate_task(
     demos = demonstrations(task, data_dir, e.prompt_episodes, references, fraction)
     actor = policy.GatoPolicy(model, task_tokenizer, demos, sampling_options(config), seed=e.seed)
   else:
-    actor = policy.EnvPolicy(task_tokenizer, policy_kind)
+    actor = runner.EnvPolicy(task_tokenizer, policy_kind)
   start = time.perf_counter()
-  results = policy.run_episodes(
+  results = runner.run_episodes(
     task,
     task_tokenizer,
     actor,
@@ -171,68 +171,7 @@ def evaluate_task(
     max_failures=None if e.max_failures < 0 else e.max_failures,
   )
   seconds = time.perf_counter() - start
-  return summarize(task, results, references, seconds)
-
-
-def summarize(
-  task: str,
-  results: Sequence[policy.EpisodeResult],
-  references: dict[str, Any],
-  seconds: float = 0.0,
-) -> dict[str, Any]:
-  """Mean return, its 95% interval and the expert-normalized score of one task's episodes."""
-  done = [r for r in results if not r.failed]
-  returns = [r.episode_return for r in done]
-  mean, ci95 = scores.mean_ci95(returns)
-  expert, random = references.get('expert_return'), references.get('random_return')
-  normalized = normalized_ci95 = None
-  note = None
-  if expert is None or random is None or not expert > random:
-    note = (
-      f'not normalized: the dataset records expert_return={expert} and '
-      f'random_return={random}; an expert-normalized score needs expert > random'
-    )
-  else:
-    normalized = scores.normalized_score(mean, expert, random)
-    if ci95 is not None:
-      normalized_ci95 = 100.0 * ci95 / (expert - random)
-  out = {
-    'domain': envs.task_domain(task),
-    'mean_return': mean,
-    'ci95': ci95,
-    'episodes': len(done),
-    'failed_episodes': len(results) - len(done),
-    'normalized_score': normalized,
-    'normalized_ci95': normalized_ci95,
-    'expert_return': expert,
-    'random_return': random,
-    'returns': returns,
-    'episode_steps': [r.steps for r in done],
-    'seeds': [r.seed for r in done],
-    'failures': [{'seed': r.seed, 'step': r.steps, 'error': r.error} for r in results if r.failed],
-    'seconds': seconds,
-  }
-  if note:
-    out['note'] = note
-  return out
-
-
-def aggregate(task_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-  """Gato's figure 5 (tasks at or above each percent of expert, per domain) and summaries."""
-  normalized = {
-    t: r['normalized_score'] for t, r in task_results.items() if r['normalized_score'] is not None
-  }
-  domains = {t: r['domain'] for t, r in task_results.items()}
-  values = list(normalized.values())
-  return {
-    'tasks': len(task_results),
-    'normalized_tasks': len(normalized),
-    'mean_normalized_score': float(np.mean(values)) if values else None,
-    'median_normalized_score': float(np.median(values)) if values else None,
-    'failed_episodes': sum(r['failed_episodes'] for r in task_results.values()),
-    'thresholds': list(scores.THRESHOLDS),
-    'tasks_above': scores.tasks_above(normalized, domains),
-  }
+  return scores.summarize(task, results, references, seconds)
 
 
 def evaluate(
@@ -252,159 +191,70 @@ def evaluate(
   for task in names:
     logging.info('evaluating %s (%s policy)', task, policy_kind)
     task_results[task] = evaluate_task(task, config, model, policy_kind, vocabulary)
-  return {'tasks': task_results, 'aggregate': aggregate(task_results)}
+  return {'tasks': task_results, 'aggregate': scores.aggregate(task_results)}
 
 
 # ----------------------------------------------------------------------------------------
-# Reporting: JSON, TensorBoard, PNG, table
+# Checkpoints: the model each was trained as, one step, or watching a run
 # ----------------------------------------------------------------------------------------
 
 
-def eval_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'eval')
+def run_config(
+  config: ml_collections.ConfigDict, workdir: str, step: int, explicit: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+  """The config checkpoint `step` is scored with: --config, as the model it was trained as.
 
-
-def result_path(workdir: str, name: str | int) -> str:
-  return os.path.join(eval_dir(workdir), f'{name}.json')
-
-
-def write_json(path: str, result: dict[str, Any]) -> None:
-  """Written to a temporary name and renamed: whoever reads eval/ never sees half a file."""
-  tf.io.gfile.makedirs(os.path.dirname(path))  # gfile: gs:// workdirs too.
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=2)
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
-
-
-def table(result: dict[str, Any]) -> str:
-  rows = []
-  for task, r in result['tasks'].items():
-    rows.append(
-      {
-        'task': task,
-        'domain': r['domain'],
-        'episodes': r['episodes'],
-        'failed': r['failed_episodes'],
-        'mean_return': r['mean_return'],
-        'ci95': r['ci95'],
-        'expert': r['expert_return'],
-        'random': r['random_return'],
-        'percent_of_expert': r['normalized_score'],
-      }
-    )
-  agg = result['aggregate']
-  above = agg['tasks_above']['all'] if agg['tasks_above'] else []
-  at_50 = above[agg['thresholds'].index(50)] if above else 0
-  summary = (
-    f'{at_50} of {agg["normalized_tasks"]} tasks at or above 50% of expert; '
-    f'mean {_percent(agg["mean_normalized_score"])}, '
-    f'median {_percent(agg["median_normalized_score"])}; '
-    f'{agg["failed_episodes"]} failed episodes'
-  )
-  return tables.format_table(rows) + '\n' + summary
-
-
-def _percent(value: float | None) -> str:
-  return '-' if value is None else f'{value:.1f}%'
-
-
-def write_plot(path: str, result: dict[str, Any], title: str) -> None:
-  """Gato's figure 5: tasks at or above each percent-of-expert threshold, one line per domain."""
-  import matplotlib
-
-  matplotlib.use('Agg')  # No display in a headless evaluator.
-  from matplotlib import pyplot as plt
-  from matplotlib.ticker import MaxNLocator
-
-  agg = result['aggregate']
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-  for domain, counts in agg['tasks_above'].items():
-    style = {'color': 'black', 'linewidth': 2.5} if domain == 'all' else {}
-    ax.step(agg['thresholds'], counts, where='post', label=domain, **style)
-  ax.set_xlabel('percent of expert score')
-  ax.set_ylabel('tasks at or above threshold')
-  ax.set_title(title)
-  ax.set_ylim(0, max(agg['tasks'], 1) + 0.5)
-  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  image = io.BytesIO()
-  fig.savefig(image, format='png')
-  plt.close(fig)
-  with tf.io.gfile.GFile(path, 'wb') as f:
-    f.write(image.getvalue())
-
-
-def scalars(result: dict[str, Any]) -> dict[str, float]:
-  """Flat TensorBoard tags: per task, per domain at 50% of expert, and overall."""
-  out = {}
-  for task, r in result['tasks'].items():
-    out[f'eval/{task}/mean_return'] = r['mean_return']
-    out[f'eval/{task}/failed_episodes'] = r['failed_episodes']
-    if r['normalized_score'] is not None:
-      out[f'eval/{task}/normalized_score'] = r['normalized_score']
-  agg = result['aggregate']
-  at_50 = agg['thresholds'].index(50)
-  for domain, counts in agg['tasks_above'].items():
-    out[f'eval/tasks_above_50/{domain}'] = counts[at_50]
-  for key in ('mean_normalized_score', 'median_normalized_score'):
-    if agg[key] is not None:
-      out[f'eval/{key}'] = agg[key]
-  return {k: float(v) for k, v in out.items() if math.isfinite(v)}
-
-
-def write_tensorboard(workdir: str, step: int, values: dict[str, float]) -> None:
-  import tensorflow as tf  # The data pipeline's dependency; no tensorboard package needed.
-  from tensorflow.core.framework import summary_pb2
-
-  # tf.summary.scalar lives in the tensorboard package; the core op with the scalars
-  # plugin's tag writes the same event without it (as gato_jax/metrics.py does).
-  plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars')
-  metadata = summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard', 'eval'))
-  with writer.as_default(step=step):
-    for name, value in values.items():
-      tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
-  writer.close()
-
-
-def report(workdir: str, name: str | int, result: dict[str, Any]) -> str:
-  """JSON, PNG, TensorBoard (checkpoints only) and the printed table; returns the JSON path."""
-  path = result_path(workdir, name)
-  write_json(path, result)
-  write_plot(
-    os.path.join(eval_dir(workdir), f'{name}.png'),
-    result,
-    f'{result["policy"]} policy' + (f', step {name}' if isinstance(name, int) else ''),
-  )
-  if isinstance(name, int):
-    write_tensorboard(workdir, name, scalars(result))
-  print(
-    f'\nevaluation of {name} ({result["policy"]} policy):\n{table(result)}\nwrote {path}',
-    flush=True,
-  )
-  return path
-
-
-# ----------------------------------------------------------------------------------------
-# Checkpoints: one step, or watching a run
-# ----------------------------------------------------------------------------------------
-
-
-def check_checkpoint_config(config: ml_collections.ConfigDict, workdir: str, step: int) -> None:
-  """Refuses a checkpoint trained as another model than the evaluator's config describes.
-
-  Every model setting that changes the computed function counts (model.EXECUTION_KEYS are
-  the exceptions), not only parameter shapes: a rope checkpoint run without rope loads
-  fine and scores wrong.
+  Every setting that changes what the parameters compute (model.checkpoint_differences:
+  model.* but EXECUTION_KEYS, and the text vocabulary) comes from the config the
+  checkpoint's `meta` item recorded, with one printed line for each that --config gives
+  otherwise: a rope checkpoint is scored as rope whatever --config's file says. A key in
+  `explicit` (set on the command line, e.g. 'model.position_encoding') that the
+  checkpoint contradicts is refused instead, naming it. Without a `meta` item --config is
+  used as it is (logged by checkpointing.model_differences).
   """
   differ = checkpointing.model_differences(config, workdir, step)
-  if differ:
+  keys = [line.split(':', 1)[0] for line in differ]  # 'model.KEY: checkpoint X, config Y'.
+  refused = [line for key, line in zip(keys, differ, strict=True) if key in explicit]
+  if refused:
     raise ValueError(
-      f'checkpoint {step} in {workdir} was trained with a different model than '
-      f'--config describes: {"; ".join(differ)}'
+      f'checkpoint {step} in {workdir} was trained as another model than the command line '
+      f'asks for: {"; ".join(refused)} (without those flags it is scored as trained)'
     )
+  if not differ:
+    return config
+  saved = checkpointing.read_config(workdir, step)
+  out = copy.deepcopy(config)
+  with out.ignore_type():  # JSON keeps ints and floats apart less strictly than ConfigDict.
+    for key, line in zip(keys, differ, strict=True):
+      section, name = key.split('.')
+      out[section][name] = saved[section][name]
+      print(f"checkpoint {step}: {line}: using the checkpoint's", flush=True)
+  return out
+
+
+def command_line_keys() -> tuple[str, ...]:
+  """The `model.*` and `tokenizer.*` keys this process's command line set (--config.K=V)."""
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  return tuple(k for k in overrides if k.split('.')[0] in MODEL_SECTIONS)
+
+
+class Models:
+  """The model each checkpoint is scored with, built from the config `run_config` gave.
+
+  A run's checkpoints share their model settings, so one model is built and only its
+  parameters are restored per checkpoint; a checkpoint of other settings gets its own.
+  """
+
+  def __init__(self):
+    self.model: nnx.Module | None = None
+    self._settings: tuple[str, ...] | None = None
+
+  def restore(self, config: ml_collections.ConfigDict, workdir: str, step: int) -> nnx.Module:
+    settings = tuple(config[s].to_json_best_effort(sort_keys=True) for s in MODEL_SECTIONS)
+    if settings != self._settings:
+      self.model, self._settings = make_model(config), settings
+    checkpointing.restore_params(workdir, step, self.model)  # No params: FileNotFoundError.
+    return self.model
 
 
 def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
@@ -429,11 +279,15 @@ def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
 
 
 def evaluate_checkpoint(
-  config: ml_collections.ConfigDict, workdir: str, step: int, model: nnx.Module
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int,
+  models: Models | None = None,
+  explicit: Sequence[str] = (),
 ) -> dict[str, Any]:
-  """Restores `step`'s parameters into `model` and scores it; writes and prints the result."""
-  check_checkpoint_config(config, workdir, step)
-  checkpointing.restore_params(workdir, step, model)  # No params item: FileNotFoundError.
+  """Scores `step` as the model it was trained as (`run_config`); writes and prints it."""
+  config = run_config(config, workdir, step, explicit)
+  model = (models or Models()).restore(config, workdir, step)
   start = time.perf_counter()
   result = {
     'step': step,
@@ -443,7 +297,7 @@ def evaluate_checkpoint(
     **evaluate(config, model),
   }
   result['seconds'] = time.perf_counter() - start
-  report(workdir, step, result)
+  reporting.report(workdir, step, result)
   return result
 
 
@@ -452,32 +306,34 @@ def pending_steps(workdir: str) -> list[int]:
   return [
     s
     for s in checkpointing.complete_steps(workdir)
-    if not tf.io.gfile.exists(result_path(workdir, s))
+    if not tf.io.gfile.exists(reporting.result_path(workdir, s))
   ]
 
 
 def watch(
   config: ml_collections.ConfigDict,
   workdir: str,
-  model: nnx.Module,
   last_step: int | None = None,
   idle_timeout: float | None = None,
+  explicit: Sequence[str] = (),
 ) -> list[int]:
   """Evaluates every new complete checkpoint until `last_step` is scored (or idle too long).
 
-  A checkpoint that cannot be evaluated (missing parameters, a mismatched model, a task
-  whose environments keep failing) is logged and recorded in its JSON as an error, so the
-  watcher moves on to the next one.
+  A checkpoint that cannot be evaluated (missing parameters, a model the command line
+  contradicts, a task whose environments keep failing) is logged and recorded in its JSON
+  as an error, so the watcher moves on to the next one.
   """
+  models = Models()
   done, idle_since = [], time.monotonic()
   while True:
     steps = pending_steps(workdir)
     for step in steps:
       try:
-        evaluate_checkpoint(config, workdir, step, model)
+        evaluate_checkpoint(config, workdir, step, models, explicit)
       except (FileNotFoundError, ValueError, RuntimeError) as e:
         logging.error('checkpoint %d cannot be evaluated: %s', step, e)
-        write_json(result_path(workdir, step), {'step': step, 'error': f'{type(e).__name__}: {e}'})
+        error = {'step': step, 'error': f'{type(e).__name__}: {e}'}
+        reporting.write_json(reporting.result_path(workdir, step), error)
       done.append(step)
     if steps:
       idle_since = time.monotonic()
@@ -535,9 +391,9 @@ def main(argv: Sequence[str]) -> None:
       'eval_config': config.eval.to_dict(),
       **evaluate(config, None, args.policy),
     }
-    report(workdir, args.policy, result)
+    reporting.report(workdir, args.policy, result)
     return
-  model = make_model(config)
+  explicit = command_line_keys()
   if args.step is not None:
     step = args.step
     if step == -1:
@@ -546,13 +402,13 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f'--step=-1: no complete checkpoint in {workdir}/checkpoints')
       step = steps[-1]
     wait_for_step(workdir, step, config.eval.wait_seconds, config.eval.poll_seconds)
-    evaluate_checkpoint(config, workdir, step, model)
+    evaluate_checkpoint(config, workdir, step, explicit=explicit)
     return
   last = config.get('total_steps')
   logging.info(
     'watching %s for checkpoints up to step %s', checkpointing.checkpoint_dir(workdir), last
   )
-  watch(config, workdir, model, last_step=last, idle_timeout=args.idle_timeout)
+  watch(config, workdir, last, args.idle_timeout, explicit)
 
 
 if __name__ == '__main__':

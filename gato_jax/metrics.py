@@ -22,6 +22,7 @@ from absl import logging
 
 from gato_jax import tokenizer
 from gato_jax.model import gato as model_lib
+from gato_jax.tensorboard import ScalarWriter
 
 # Dense peak FLOP/s per device by `device_kind` prefix (bf16 for accelerators).
 PEAK_FLOPS = {
@@ -134,14 +135,7 @@ class MetricWriter:
     tf.io.gfile.makedirs(workdir)  # gfile: a gs:// workdir works like a local one.
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._file = tf.io.gfile.GFile(self.path, 'a')
-    from tensorflow.core.framework import summary_pb2
-
-    self._tf = tf
-    self._summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-    # tf.summary.scalar lives in the tensorboard package; the core op with the scalars
-    # plugin's tag writes the same event without it.
-    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars')
-    self._scalar_metadata = summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
+    self._tensorboard = ScalarWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.active:
@@ -149,12 +143,7 @@ class MetricWriter:
     scalars = {k: float(v) for k, v in scalars.items()}
     self._file.write(json.dumps({'step': step, **scalars}) + '\n')
     self._file.flush()
-    with self._summary.as_default(step=step):
-      for name, value in scalars.items():
-        if math.isfinite(value):
-          tensor = self._tf.constant(value, self._tf.float32)
-          self._tf.summary.write(name, tensor, metadata=self._scalar_metadata)
-    self._summary.flush()
+    self._tensorboard.write(step, scalars)
     self._console(step, scalars)
 
   def _console(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -179,4 +168,4 @@ class MetricWriter:
   def close(self) -> None:
     if self.active:
       self._file.close()
-      self._summary.close()
+      self._tensorboard.close()

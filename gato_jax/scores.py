@@ -1,15 +1,21 @@
-"""Expert and random reference returns, and the expert-normalized score built on them.
+"""Expert and random reference returns, the expert-normalized score, and evaluation statistics.
 
 Gato normalizes every task so that 0 is a uniformly random policy and 100 the expert that
 produced the data. The expert return is measured on the data itself (paper §4): the best
-windowed average of episode returns, which ignores a few lucky episodes.
+windowed average of episode returns, which ignores a few lucky episodes. The evaluator's
+statistics build on them: a task's summary (`summarize`), the figure-5 aggregate over tasks
+(`aggregate`) and the flat scalars TensorBoard shows (`scalars`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from gato_jax.envs.runner import EpisodeResult
 
 
 def expert_return(returns: Sequence[float]) -> float:
@@ -76,3 +82,89 @@ def tasks_above(
     domain: [int(sum(s >= t for s in values)) for t in thresholds]
     for domain, values in sorted(groups.items())
   }
+
+
+# ----------------------------------------------------------------------------------------
+# An evaluation: per task, over tasks, and as TensorBoard scalars
+# ----------------------------------------------------------------------------------------
+
+
+def summarize(
+  task: str,
+  results: Sequence[EpisodeResult],
+  references: dict[str, Any],
+  seconds: float = 0.0,
+) -> dict[str, Any]:
+  """Mean return, its 95% interval and the expert-normalized score of one task's episodes."""
+  from gato_jax.envs import task_domain  # Imports gymnasium; the rest of this module does not.
+
+  done = [r for r in results if not r.failed]
+  returns = [r.episode_return for r in done]
+  mean, ci95 = mean_ci95(returns)
+  expert, random = references.get('expert_return'), references.get('random_return')
+  normalized = normalized_ci95 = None
+  note = None
+  if expert is None or random is None or not expert > random:
+    note = (
+      f'not normalized: the dataset records expert_return={expert} and '
+      f'random_return={random}; an expert-normalized score needs expert > random'
+    )
+  else:
+    normalized = normalized_score(mean, expert, random)
+    if ci95 is not None:
+      normalized_ci95 = 100.0 * ci95 / (expert - random)
+  out = {
+    'domain': task_domain(task),
+    'mean_return': mean,
+    'ci95': ci95,
+    'episodes': len(done),
+    'failed_episodes': len(results) - len(done),
+    'normalized_score': normalized,
+    'normalized_ci95': normalized_ci95,
+    'expert_return': expert,
+    'random_return': random,
+    'returns': returns,
+    'episode_steps': [r.steps for r in done],
+    'seeds': [r.seed for r in done],
+    'failures': [{'seed': r.seed, 'step': r.steps, 'error': r.error} for r in results if r.failed],
+    'seconds': seconds,
+  }
+  if note:
+    out['note'] = note
+  return out
+
+
+def aggregate(task_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """Gato's figure 5 (tasks at or above each percent of expert, per domain) and summaries."""
+  normalized = {
+    t: r['normalized_score'] for t, r in task_results.items() if r['normalized_score'] is not None
+  }
+  domains = {t: r['domain'] for t, r in task_results.items()}
+  values = list(normalized.values())
+  return {
+    'tasks': len(task_results),
+    'normalized_tasks': len(normalized),
+    'mean_normalized_score': float(np.mean(values)) if values else None,
+    'median_normalized_score': float(np.median(values)) if values else None,
+    'failed_episodes': sum(r['failed_episodes'] for r in task_results.values()),
+    'thresholds': list(THRESHOLDS),
+    'tasks_above': tasks_above(normalized, domains),
+  }
+
+
+def scalars(result: dict[str, Any]) -> dict[str, float]:
+  """Flat TensorBoard tags: per task, per domain at 50% of expert, and overall."""
+  out = {}
+  for task, r in result['tasks'].items():
+    out[f'eval/{task}/mean_return'] = r['mean_return']
+    out[f'eval/{task}/failed_episodes'] = r['failed_episodes']
+    if r['normalized_score'] is not None:
+      out[f'eval/{task}/normalized_score'] = r['normalized_score']
+  agg = result['aggregate']
+  at_50 = agg['thresholds'].index(50)
+  for domain, counts in agg['tasks_above'].items():
+    out[f'eval/tasks_above_50/{domain}'] = counts[at_50]
+  for key in ('mean_normalized_score', 'median_normalized_score'):
+    if agg[key] is not None:
+      out[f'eval/{key}'] = agg[key]
+  return {k: float(v) for k, v in out.items()}  # tensorboard.ScalarWriter skips non-finite.

@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tiny_train_config
 from flax import nnx
 
 from configs import common, demo
@@ -18,8 +21,10 @@ from data_pipelines import rollouts
 from gato_jax import checkpointing, envs, evaluator, policy, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.data import episodes
+from gato_jax.envs import runner
 from gato_jax.envs.wrappers import model_inputs
 from gato_jax.model import from_config
+from gato_jax.model.batch import synthetic_batch
 
 # One task per domain; every episode is capped at MAX_STEPS, datasets and evaluation alike.
 TASKS = ('cartpole', 'babyai_gotoredball', 'metaworld_reach')
@@ -63,19 +68,17 @@ def test_expert_scores_near_100_and_random_near_0(data_dir):
 
 def test_summary_normalizes_with_the_dataset_references():
   results = [
-    policy.EpisodeResult(seed=i, episode_return=v, steps=10)
+    runner.EpisodeResult(seed=i, episode_return=v, steps=10)
     for i, v in enumerate([100.0, 120.0, 140.0])
-  ] + [policy.EpisodeResult(9, 0.0, 3, failed=True, error='boom')]
-  summary = evaluator.summarize(
-    'cartpole', results, {'expert_return': 220.0, 'random_return': 20.0}
-  )
+  ] + [runner.EpisodeResult(9, 0.0, 3, failed=True, error='boom')]
+  summary = scores.summarize('cartpole', results, {'expert_return': 220.0, 'random_return': 20.0})
   assert summary['mean_return'] == 120.0 and summary['episodes'] == 3
   assert summary['failed_episodes'] == 1 and summary['failures'][0]['error'] == 'boom'
   assert summary['normalized_score'] == 50.0
   # Student-t, 2 degrees of freedom: 4.303 * 20 / sqrt(3).
   assert summary['ci95'] == pytest.approx(4.3027 * 20.0 / np.sqrt(3), rel=1e-4)
   assert summary['normalized_ci95'] == pytest.approx(summary['ci95'] / 2.0)
-  flat = evaluator.summarize('cartpole', results[:1], {'expert_return': 1.0, 'random_return': 1.0})
+  flat = scores.summarize('cartpole', results[:1], {'expert_return': 1.0, 'random_return': 1.0})
   assert flat['normalized_score'] is None and 'expert > random' in flat['note']
 
 
@@ -121,7 +124,7 @@ def test_cached_and_uncached_sampling_take_the_same_actions(small_context_model,
     options = policy.SamplingOptions(temperature=0.0, use_cache=use_cache, prompt_tokens=12)
     actor = policy.GatoPolicy(model, task_tokenizer, demos, options)
     recording = Recording(actor)
-    results = policy.run_episodes(
+    results = runner.run_episodes(
       'cartpole', task_tokenizer, recording, episodes=6, batch_size=3, seed=7, max_steps=20
     )
     runs[use_cache] = (
@@ -142,7 +145,7 @@ def test_sampling_stays_in_the_action_range_at_any_temperature():
   task_tokenizer = specs.get_spec('metaworld_reach').tokenizer(layout)
   options = policy.SamplingOptions(temperature=5.0, prompt_mode='none')
   actor = policy.GatoPolicy(model, task_tokenizer, [], options, seed=3)
-  results = policy.run_episodes(
+  results = runner.run_episodes(
     'metaworld_reach', task_tokenizer, actor, episodes=2, batch_size=2, seed=0, max_steps=3
   )
   assert [r.steps for r in results] == [3, 3] and not any(r.failed for r in results)
@@ -216,9 +219,9 @@ def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
       return self.env.step(action)
 
   task_tokenizer = specs.get_spec('cartpole').tokenizer(tok.TokenLayout(512))
-  actor = policy.EnvPolicy(task_tokenizer, 'expert')
+  actor = runner.EnvPolicy(task_tokenizer, 'expert')
   run = functools.partial(
-    policy.run_episodes,
+    runner.run_episodes,
     'cartpole',
     task_tokenizer,
     actor,
@@ -234,7 +237,7 @@ def test_a_failing_env_is_remade_and_its_episode_counted(data_dir):
   assert 'simulator exploded' in failed[0].error
   assert sorted(r.seed for r in results if not r.failed) == [100, 102, 103]
   assert made == [100, 101, 103]  # Row 1's env, which failed, was made again for seed 103.
-  summary = evaluator.summarize('cartpole', results, {'expert_return': 10.0, 'random_return': 0.0})
+  summary = scores.summarize('cartpole', results, {'expert_return': 10.0, 'random_return': 0.0})
   assert summary['episodes'] == 3 and summary['failed_episodes'] == 1
   with pytest.raises(RuntimeError, match='max_failures=0.*simulator exploded'):
     run(max_failures=0)
@@ -258,9 +261,9 @@ def test_a_checkpoint_is_restored_and_scored_on_three_domains(data_dir, tmp_path
   config = make_config(data_dir, episodes=2, batch_size=2, max_steps=6, prompt_tokens=48)
   trained = from_config(config, nnx.Rngs(1))
   save_params(tmp_path, 5, trained, {'step': 5, 'config': config.to_dict()})
-  model = evaluator.make_model(config)
-  result = evaluator.evaluate_checkpoint(config, str(tmp_path), 5, model)
-  restored = jax.tree.leaves(nnx.state(model, nnx.Param))
+  models = evaluator.Models()
+  result = evaluator.evaluate_checkpoint(config, str(tmp_path), 5, models)
+  restored = jax.tree.leaves(nnx.state(models.model, nnx.Param))
   for a, b in zip(restored, jax.tree.leaves(nnx.state(trained, nnx.Param)), strict=True):
     np.testing.assert_array_equal(a, b)
 
@@ -280,25 +283,81 @@ def test_a_checkpoint_is_restored_and_scored_on_three_domains(data_dir, tmp_path
   assert os.listdir(tmp_path / 'tensorboard' / 'eval')
 
 
-def test_a_checkpoint_of_another_model_is_refused(data_dir, tmp_path):
-  config = make_config(data_dir)
-  other = demo.get_config()
-  other.model.d_model = 64
-  save_params(tmp_path, 3, from_config(other, nnx.Rngs(0)), {'step': 3, 'config': other.to_dict()})
-  with pytest.raises(ValueError, match='model.d_model: checkpoint 64, config 128'):
-    evaluator.evaluate_checkpoint(config, str(tmp_path), 3, evaluator.make_model(config))
+def test_a_checkpoint_is_scored_as_the_model_it_was_trained_as(data_dir, tmp_path, capsys):
+  """A rope checkpoint scored with a config that says position_encoding='none' runs as rope.
+
+  Its parameters load into either model, so only the recorded config tells them apart; a
+  command-line flag that contradicts the checkpoint is refused, naming the key.
+  """
+  settings = dict(episodes=2, batch_size=2, max_steps=6, prompt_tokens=12, temperature=0.0)
+  rope = make_config(data_dir, tasks=('cartpole',), **settings)
+  assert rope.model.position_encoding == 'rope'
+  trained = from_config(rope, nnx.Rngs(1))
+  save_params(tmp_path, 3, trained, {'step': 3, 'config': rope.to_dict()})
+  plain = make_config(data_dir, tasks=('cartpole',), **settings)
+  plain.model.position_encoding = 'none'
+  plain.model.remat = 'full'  # An execution key: --config's value stays.
+
+  config = evaluator.run_config(plain, str(tmp_path), 3)
+  assert config.model.position_encoding == 'rope' and config.model.remat == 'full'
+  assert plain.model.position_encoding == 'none'  # --config itself is left alone.
+  printed = capsys.readouterr().out
+  assert "model.position_encoding: checkpoint 'rope', config 'none': using the checkpoint's" in (
+    printed
+  )
+  assert 'remat' not in printed
+
+  # The evaluator's model computes the trained model's logits, not those of --config's.
+  model = evaluator.Models().restore(config, str(tmp_path), 3)
+  batch = synthetic_batch(2, 24, tok.layout_from_config(rope).vocab_size)
+  np.testing.assert_allclose(model(batch), trained(batch), rtol=1e-5, atol=1e-5)
+  as_configured = from_config(plain, nnx.Rngs(0))
+  nnx.update(as_configured, nnx.state(trained, nnx.Param))
+  assert not np.allclose(as_configured(batch), trained(batch), atol=1e-3)
+
+  scored = [evaluator.evaluate_checkpoint(c, str(tmp_path), 3)['tasks'] for c in (plain, rope)]
+  for key in ('returns', 'episode_steps', 'seeds', 'normalized_score'):
+    assert scored[0]['cartpole'][key] == scored[1]['cartpole'][key], key
+
+  flag = "model.position_encoding: checkpoint 'rope', config 'none'"
+  with pytest.raises(ValueError, match=f'another model than the command line.*{flag}'):
+    evaluator.run_config(plain, str(tmp_path), 3, explicit=('model.position_encoding',))
+  # A flag that agrees with the checkpoint is no conflict.
+  assert evaluator.run_config(rope, str(tmp_path), 3, explicit=('model.position_encoding',)) is rope
+
+
+def test_the_command_line_refuses_a_model_flag_the_checkpoint_contradicts(tmp_path):
+  """--config.model.position_encoding=none against a rope checkpoint: an error naming it."""
+  config = tiny_train_config.get_config()
+  save_params(
+    tmp_path, 2, from_config(config, nnx.Rngs(0)), {'step': 2, 'config': config.to_dict()}
+  )
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  command = [
+    sys.executable,
+    '-m',
+    'gato_jax.evaluator',
+    '--config=tests/tiny_train_config.py',
+    '--config.model.position_encoding=none',
+    f'--workdir={tmp_path}',
+    '--step=2',
+  ]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': root}
+  done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  assert "model.position_encoding: checkpoint 'rope', config 'none'" in done.stderr, done.stderr
+  assert not (tmp_path / 'eval').exists()
 
 
 def test_missing_params_fail_clearly_and_the_watcher_moves_on(data_dir, tmp_path):
   config = make_config(
     data_dir, tasks=('cartpole',), episodes=1, batch_size=1, max_steps=2, prompt_tokens=12
   )
-  model = evaluator.make_model(config)
   os.makedirs(checkpointing.step_dir(str(tmp_path), 7) + '/meta')  # A step without params.
   with pytest.raises(FileNotFoundError, match="no 'params' item"):
-    evaluator.evaluate_checkpoint(config, str(tmp_path), 7, model)
-  save_params(tmp_path, 9, model)
-  assert evaluator.watch(config, str(tmp_path), model, last_step=9) == [7, 9]
+    evaluator.evaluate_checkpoint(config, str(tmp_path), 7)
+  save_params(tmp_path, 9, evaluator.make_model(config))
+  assert evaluator.watch(config, str(tmp_path), last_step=9) == [7, 9]
   with open(tmp_path / 'eval' / '7.json') as f:
     assert "no 'params' item" in json.load(f)['error']
   assert (tmp_path / 'eval' / '9.json').exists()

@@ -2,15 +2,8 @@
 
 What the trainer consumes: `make_iterator(config, batch_size, process_index,
 process_count)` returns a `DataIterator` whose batches are dicts of numpy arrays, the
-model's input contract (gato_jax/model/__init__.py) plus the loss mask, for this host only:
-
-  tokens           int32 [b, L]
-  kinds            int32 [b, L]   tokenizer.TokenKind; PAD = 0 after the real tokens
-  local_positions  int32 [b, L]
-  patches          uint8 [b, L, 16, 16, 3]
-  patch_positions  int32 [b, L, 4]
-  loss_mask        int32 [b, L]   1 where the token is a training target (text and
-                                  logged actions outside prompts)
+model's input contract plus the loss mask (every array of gato_jax/model/inputs.py), for
+this host only, each [b, L, ...].
 
 `config.data.source` picks the stream: 'mixture' (the seqio mixture `config.data.mixture`)
 or 'synthetic' (random batches of the same shapes, to measure the trainer without input).
@@ -25,26 +18,17 @@ import tensorflow as tf
 
 from gato_jax import tokenizer
 from gato_jax.data.iterator import DataIterator
+from gato_jax.model import inputs
 from gato_jax.model.batch import synthetic_batch
 
 __all__ = ['DataIterator', 'batch_shapes', 'make_iterator', 'synthetic_dataset']
 
 SOURCES = ('mixture', 'synthetic')
-_KEYS = ('tokens', 'kinds', 'local_positions', 'patches', 'patch_positions', 'loss_mask')
 
 
 def batch_shapes(batch_size: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shape and dtype of every array of a batch, as listed above."""
-  p = tokenizer.PATCH_SIZE
-  shapes = {
-    'tokens': ((batch_size, length), np.int32),
-    'kinds': ((batch_size, length), np.int32),
-    'local_positions': ((batch_size, length), np.int32),
-    'patches': ((batch_size, length, p, p, 3), np.uint8),
-    'patch_positions': ((batch_size, length, 4), np.int32),
-    'loss_mask': ((batch_size, length), np.int32),
-  }
-  return {k: jax.ShapeDtypeStruct(*shapes[k]) for k in _KEYS}
+  """Shape and dtype of every array of a host's batch."""
+  return inputs.shapes((batch_size, length), inputs.BATCH)
 
 
 def synthetic_dataset(batch_size: int, length: int, vocab_size: int, seed: int) -> tf.data.Dataset:
@@ -52,16 +36,16 @@ def synthetic_dataset(batch_size: int, length: int, vocab_size: int, seed: int) 
 
   def make(index: np.int64) -> tuple[np.ndarray, ...]:
     batch = synthetic_batch(batch_size, length, vocab_size, seed=seed * 1_000_003 + int(index))
-    loss = np.isin(batch['kinds'], tokenizer.LOSS_KINDS).astype(np.int32)
-    return (*(batch[k] for k in _KEYS[:-1]), loss)
+    batch['loss_mask'] = np.isin(batch['kinds'], tokenizer.LOSS_KINDS).astype(np.int32)
+    return tuple(batch[k] for k in inputs.BATCH)
 
   spec = batch_shapes(batch_size, length)
-  dtypes = [tf.as_dtype(spec[k].dtype) for k in _KEYS]
-  shapes = {k: list(spec[k].shape) for k in _KEYS}
+  dtypes = [tf.as_dtype(spec[k].dtype) for k in inputs.BATCH]
+  shapes = {k: list(spec[k].shape) for k in inputs.BATCH}
 
   def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
     arrays = tf.numpy_function(make, [index], dtypes, stateful=False)
-    return {k: tf.ensure_shape(a, shapes[k]) for k, a in zip(_KEYS, arrays, strict=True)}
+    return {k: tf.ensure_shape(a, shapes[k]) for k, a in zip(inputs.BATCH, arrays, strict=True)}
 
   return tf.data.Dataset.range(2**62).map(to_dict)
 

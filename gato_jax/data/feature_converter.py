@@ -14,7 +14,8 @@ import seqio
 import tensorflow as tf
 
 from gato_jax import tokenizer
-from gato_jax.data.preprocessors import PATCH_FEATURES, PATCH_SHAPE, TOKEN_FEATURES
+from gato_jax.data.preprocessors import PATCH_FEATURES, TOKEN_FEATURES
+from gato_jax.model import inputs
 
 _Spec = seqio.FeatureConverter.FeatureSpec
 
@@ -23,9 +24,7 @@ class GatoFeatureConverter(seqio.FeatureConverter):
   """No packing: each sequence is one window (or document, or caption set) padded to L."""
 
   TASK_FEATURES = {
-    **{k: _Spec(dtype=tf.int32) for k in TOKEN_FEATURES},
-    'patches': _Spec(dtype=tf.uint8, rank=4),
-    'patch_positions': _Spec(dtype=tf.int32, rank=2),
+    k: _Spec(dtype=dtype, rank=rank) for k, (dtype, rank) in inputs.feature_specs().items()
   }
   MODEL_FEATURES = TASK_FEATURES
   PACKING_FEATURE_DTYPES = {}
@@ -49,8 +48,8 @@ class GatoFeatureConverter(seqio.FeatureConverter):
         tf.shape(ex['patches'])[0],
         message='a sequence must carry one patch per IMAGE token',
       )
-      out['patches'] = tf.scatter_nd(where, ex['patches'], [length, *PATCH_SHAPE])
-      out['patch_positions'] = tf.scatter_nd(where, ex['patch_positions'], [length, 4])
+      for k in PATCH_FEATURES:
+        out[k] = tf.scatter_nd(where, ex[k], [length, *inputs.SPEC[k].trailing])
       return out
 
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)

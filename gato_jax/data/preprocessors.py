@@ -1,10 +1,9 @@
 """Gato's seqio preprocessors: episodes, documents and captions into training sequences.
 
-Every task ends in the same task features (`TASK_FEATURES`), at most L tokens each:
-
-  tokens, kinds, local_positions, loss_mask  int32 [n]
-  patches          uint8 [p, 16, 16, 3]   one per IMAGE token, in order (compact: the
-  patch_positions  int32 [p, 4]           feature converter scatters them to positions)
+Every task ends in the same task features, at most L tokens each: the arrays of the input
+contract (gato_jax/model/inputs.py), TOKEN_FEATURES [n] and PATCH_FEATURES [p, ...] with
+one row per IMAGE token, in order (compact: the feature converter scatters them to
+positions).
 
 Control episodes (paper §2.3, §4): keep episodes whose return reaches `min_return_fraction`
 of the way from the random to the expert return; tokenize every timestep with the task's
@@ -30,10 +29,12 @@ import tensorflow as tf
 
 from gato_jax import specs, tokenizer
 from gato_jax.data import episodes, options
+from gato_jax.model import inputs
 
-PATCH_SHAPE = (tokenizer.PATCH_SIZE, tokenizer.PATCH_SIZE, 3)
-TOKEN_FEATURES = ('tokens', 'kinds', 'local_positions', 'loss_mask')
-PATCH_FEATURES = ('patches', 'patch_positions')
+PATCH_SHAPE = inputs.SPEC['patches'].trailing
+TOKEN_FEATURES = tuple(a.name for a in inputs.ARRAYS if not a.image_only)  # One per token.
+PATCH_FEATURES = tuple(a.name for a in inputs.ARRAYS if a.image_only)  # One per IMAGE token.
+_TOKEN_INPUTS = tuple(k for k in TOKEN_FEATURES if k in inputs.MODEL_INPUTS)  # No loss_mask.
 
 _DROPPED: collections.Counter[str] = collections.Counter()
 
@@ -82,28 +83,19 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   spec = specs.get_spec(task)
   task_tokenizer = spec.tokenizer(opts.layout, opts.vocabulary)
   names = [f.name for f in spec.observation]
-  per_step, per_patch = spec.tokens_per_timestep, spec.image_patches_per_timestep
 
   def tokenize(episode: bytes, action: np.ndarray, *observation: np.ndarray):
     try:
       obs, acts = episodes.acted_steps(dict(zip(names, observation, strict=True)), action)
       steps = task_tokenizer.tokenize_steps(obs, acts)
-      return (
-        steps.tokens,
-        steps.kinds.astype(np.int32),
-        steps.local_positions,
-        steps.patches,
-        steps.patch_positions,
-      )
+      return tuple(np.asarray(getattr(steps, k), inputs.SPEC[k].dtype) for k in inputs.MODEL_INPUTS)
     except ValueError as e:
       message = f'dataset {task}, episode {episode.decode()}: {e}'
       if opts.bad_examples == 'raise':
         raise ValueError(message) from e
       _DROPPED[task] += 1
       logging.warning('dropped a bad example (%d so far for %s): %s', _DROPPED[task], task, message)
-      empty = np.zeros((0, per_step), np.int32)
-      patches = np.zeros((0, per_patch, *PATCH_SHAPE), np.uint8)
-      return empty, empty, empty, patches, np.zeros((0, per_patch, 4), np.int32)
+      return tuple(inputs.empty().values())
 
   def apply(ex: dict[str, Any]) -> dict[str, tf.Tensor]:
     flat = tokenizer.flatten_observation(ex['observation'])
@@ -115,29 +107,19 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
     out = tf.numpy_function(
       tokenize,
       [ex['episode'], ex['action'], *(flat[n] for n in names)],
-      [tf.int32, tf.int32, tf.int32, tf.uint8, tf.int32],
+      [tf.as_dtype(inputs.SPEC[k].dtype) for k in inputs.MODEL_INPUTS],
       stateful=False,
     )
-    tokens, kinds, positions, patches, patch_positions = out
     return {
-      'tokens': tf.reshape(tokens, [-1]),
-      'kinds': tf.reshape(kinds, [-1]),
-      'local_positions': tf.reshape(positions, [-1]),
-      'patches': tf.reshape(patches, [-1, *PATCH_SHAPE]),
-      'patch_positions': tf.reshape(patch_positions, [-1, 4]),
+      k: tf.reshape(v, [-1, *inputs.SPEC[k].trailing])
+      for k, v in zip(inputs.MODEL_INPUTS, out, strict=True)
     }
 
   return dataset.map(apply).filter(lambda ex: tf.size(ex['tokens']) > 0)
 
 
 def _empty_segment() -> dict[str, tf.Tensor]:
-  return {
-    'tokens': tf.zeros([0], tf.int32),
-    'kinds': tf.zeros([0], tf.int32),
-    'local_positions': tf.zeros([0], tf.int32),
-    'patches': tf.zeros([0, *PATCH_SHAPE], tf.uint8),
-    'patch_positions': tf.zeros([0, 4], tf.int32),
-  }
+  return inputs.zeros((0,), inputs.MODEL_INPUTS, xp=tf)
 
 
 def window_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
@@ -158,7 +140,7 @@ def window_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
   def segment(ep: dict[str, tf.Tensor], first_step: tf.Tensor, steps: tf.Tensor):
     lo, hi = first_step * per_step, (first_step + steps) * per_step
     plo, phi = first_step * per_patch, (first_step + steps) * per_patch
-    out = {k: ep[k][lo:hi] for k in ('tokens', 'kinds', 'local_positions')}
+    out = {k: ep[k][lo:hi] for k in _TOKEN_INPUTS}
     out.update({k: ep[k][plo:phi] for k in PATCH_FEATURES})
     return out
 
@@ -202,10 +184,7 @@ def window_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
       start = tf.cast(u[2] * tf.cast(max_start + 1, tf.float32), tf.int32)
       lo = tf.minimum(start, max_start) * per_step
       hi = tf.minimum(lo + room, n)
-      out = {
-        k: tf.concat([prompt[k][:p_tokens], ep[k][lo:hi]], 0)
-        for k in ('tokens', 'kinds', 'local_positions')
-      }
+      out = {k: tf.concat([prompt[k][:p_tokens], ep[k][lo:hi]], 0) for k in _TOKEN_INPUTS}
       out['loss_mask'] = tf.concat(
         [tf.zeros([p_tokens], tf.int32), tf.cast(_is_loss_kind(ep['kinds'][lo:hi]), tf.int32)], 0
       )
@@ -292,15 +271,17 @@ def caption_sequences(dataset: tf.data.Dataset) -> tf.data.Dataset:
     )
 
   def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    keys = (*TOKEN_FEATURES, *PATCH_FEATURES)
     out = tf.numpy_function(
       assemble,
       [batch['image'], batch['caption']],
-      [tf.int32, tf.int32, tf.int32, tf.int32, tf.uint8, tf.int32],
+      [tf.as_dtype(inputs.SPEC[k].dtype) for k in keys],
       stateful=False,
     )
-    keys = (*TOKEN_FEATURES, *PATCH_FEATURES)
-    shapes = ([None],) * 4 + ([None, *PATCH_SHAPE], [None, 4])
-    return {k: tf.ensure_shape(v, s) for k, v, s in zip(keys, out, shapes, strict=True)}
+    return {
+      k: tf.ensure_shape(v, [None, *inputs.SPEC[k].trailing])
+      for k, v in zip(keys, out, strict=True)
+    }
 
   dataset = dataset.map(resize).batch(opts.caption_pairs, drop_remainder=True)
   return dataset.map(to_features)

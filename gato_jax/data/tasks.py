@@ -22,14 +22,14 @@ import seqio
 
 from gato_jax import specs
 from gato_jax.data import preprocessors, sources
+from gato_jax.model import inputs
 
 # Token ids arrive already in the Gato layout; the text vocabulary that made them is in
 # config.tokenizer, applied by the preprocessors. seqio only needs a placeholder here.
 _IDS = seqio.PassThroughVocabulary(size=0)
 OUTPUT_FEATURES = {
-  **{k: seqio.Feature(_IDS, add_eos=False, dtype='int32') for k in preprocessors.TOKEN_FEATURES},
-  'patches': seqio.Feature(_IDS, add_eos=False, dtype='uint8', rank=4),
-  'patch_positions': seqio.Feature(_IDS, add_eos=False, dtype='int32', rank=2),
+  name: seqio.Feature(_IDS, add_eos=False, dtype=dtype, rank=rank)
+  for name, (dtype, rank) in inputs.feature_specs().items()
 }
 # Windows hold compact patches; 256 of them at L = 1024 stay under about 100 MB.
 SHUFFLE_BUFFER = 256

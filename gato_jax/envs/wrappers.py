@@ -19,8 +19,8 @@ import numpy as np
 
 from gato_jax import specs
 from gato_jax import tokenizer as tok
-
-Inputs = dict[str, np.ndarray]  # The model's input arrays (model/__init__.py), no batch axis.
+from gato_jax.model import inputs
+from gato_jax.model.inputs import Inputs
 
 
 def model_inputs(steps: tok.TokenizedSteps) -> Inputs:
@@ -29,20 +29,13 @@ def model_inputs(steps: tok.TokenizedSteps) -> Inputs:
   Pixels and patch positions move from their per-image rows to the IMAGE positions they
   belong to; every other position gets zeros, as the input contract asks.
   """
-  tokens = steps.tokens.reshape(-1).astype(np.int32)
-  kinds = steps.kinds.reshape(-1).astype(np.int32)
-  image = kinds == tok.TokenKind.IMAGE
-  patches = np.zeros((tokens.size, tok.PATCH_SIZE, tok.PATCH_SIZE, 3), np.uint8)
-  positions = np.zeros((tokens.size, 4), np.int32)
-  patches[image] = steps.patches.reshape(-1, tok.PATCH_SIZE, tok.PATCH_SIZE, 3)
-  positions[image] = steps.patch_positions.reshape(-1, 4)
-  return {
-    'tokens': tokens,
-    'kinds': kinds,
-    'local_positions': steps.local_positions.reshape(-1).astype(np.int32),
-    'patches': patches,
-    'patch_positions': positions,
-  }
+  out = inputs.zeros((steps.tokens.size,))
+  image = steps.kinds.reshape(-1) == tok.TokenKind.IMAGE
+  for a in inputs.ARRAYS:
+    if a.model_input:  # TokenizedSteps holds them under the same names.
+      where = image if a.image_only else slice(None)
+      out[a.name][where] = getattr(steps, a.name).reshape(-1, *a.trailing)
+  return out
 
 
 def action_inputs(task_tokenizer: specs.TaskTokenizer, action_tokens: np.ndarray) -> Inputs:
@@ -52,14 +45,11 @@ def action_inputs(task_tokenizer: specs.TaskTokenizer, action_tokens: np.ndarray
   the tokens of the same episode read from a dataset.
   """
   action_tokens = np.asarray(action_tokens, np.int32).reshape(-1)
-  n = action_tokens.size
-  return {
-    'tokens': action_tokens,
-    'kinds': np.full(n, task_tokenizer.spec.action_token_kind, np.int32),
-    'local_positions': np.full(n, tok.LOCAL_POSITION_ACTION, np.int32),
-    'patches': np.zeros((n, tok.PATCH_SIZE, tok.PATCH_SIZE, 3), np.uint8),
-    'patch_positions': np.zeros((n, 4), np.int32),
-  }
+  out = inputs.zeros(action_tokens.shape)
+  out['tokens'][:] = action_tokens
+  out['kinds'][:] = task_tokenizer.spec.action_token_kind
+  out['local_positions'][:] = tok.LOCAL_POSITION_ACTION
+  return out
 
 
 def sampling_range(task_tokenizer: specs.TaskTokenizer) -> tuple[int, int]:
@@ -111,8 +101,8 @@ class TokenizedEnv(gym.Wrapper):
 
   def tokenize_observation(self, observation: dict[str, Any]) -> TokenizedObservation:
     steps = self.task_tokenizer.tokenize_timestep(observation, self._placeholder)
-    inputs = {k: v[: self._observation_positions] for k, v in model_inputs(steps).items()}
-    return TokenizedObservation(inputs, observation)
+    positions = {k: v[: self._observation_positions] for k, v in model_inputs(steps).items()}
+    return TokenizedObservation(positions, observation)
 
   def encode_action(self, observation: dict[str, Any], action: Any) -> np.ndarray:
     """An env action's tokens: how a scripted policy's action reaches the env through tokens.

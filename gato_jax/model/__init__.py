@@ -1,17 +1,8 @@
 """Gato in Flax NNX: embeddings, decoder-only transformer, masked loss and KV-cached decoding.
 
-Input contract (the seqio feature converter emits exactly this; see docs/model.md). A batch
-is a dict of arrays, B sequences of L positions:
-
-  tokens            int32 [B, L]   ids in TokenLayout's vocabulary (the image placeholder id
-                                   at IMAGE positions)
-  kinds             int32 [B, L]   tokenizer.TokenKind values; PAD = 0 marks padding, which
-                                   comes after a sequence's real tokens
-  local_positions   int32 [B, L]   0 = none, 1 = separator/action, 2.. observation tokens
-  patches           uint8 [B, L, 16, 16, 3]  pixels at IMAGE positions, zeros elsewhere;
-                                   normalized on device by tokenizer.normalize_patches
-  patch_positions   int32 [B, L, 4]  (row_lo, row_hi, col_lo, col_hi) buckets in [0, 128)
-                                   at IMAGE positions, zeros elsewhere
+Input contract: a batch is a dict of arrays over B sequences of L positions, one table of
+names, dtypes and shapes in gato_jax/model/inputs.py (the seqio feature converter emits
+exactly those; see docs/model.md).
 
 The embedding at position t is ResNet(patch) + row + column embeddings at IMAGE positions
 and the token table's row elsewhere, plus the local position embedding where

@@ -1,4 +1,4 @@
-"""A synthetic batch that honours the model's input contract (see gato_jax/model/__init__.py).
+"""A synthetic batch that honours the model's input contract (gato_jax/model/inputs.py).
 
 Benchmarks and sharding tests need inputs that exercise every embedding path (token table,
 patch ResNet, patch and local positions) without a data pipeline; this is the one place
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gato_jax import tokenizer
+from gato_jax.model import inputs
 
 
 def synthetic_batch(
@@ -23,11 +24,12 @@ def synthetic_batch(
     (batch_size, length),
   )
   image = kinds == kind.IMAGE
-  patches = rng.integers(0, 256, (batch_size, length, 16, 16, 3), dtype=np.uint8)
-  return {
-    'tokens': rng.integers(0, vocab, (batch_size, length)).astype(np.int32),
-    'kinds': kinds.astype(np.int32),
-    'local_positions': np.where(kinds == kind.TEXT, 0, 2).astype(np.int32),
-    'patches': np.where(image[..., None, None, None], patches, 0).astype(np.uint8),
-    'patch_positions': np.where(image[..., None], [0, 16, 32, 48], 0).astype(np.int32),
-  }
+  patch_shape = inputs.SPEC['patches'].trailing
+  patches = rng.integers(0, 256, (batch_size, length, *patch_shape), dtype=np.uint8)
+  batch = inputs.zeros((batch_size, length))
+  batch['tokens'][...] = rng.integers(0, vocab, (batch_size, length))
+  batch['kinds'][...] = kinds
+  batch['local_positions'][...] = np.where(kinds == kind.TEXT, 0, 2)
+  batch['patches'][image] = patches[image]
+  batch['patch_positions'][image] = [0, 16, 32, 48]
+  return batch
