@@ -1,7 +1,7 @@
 """Preemption as a sync point: SIGTERM -> every process saves the same step, then exits 0.
 
 The trainer asks `Preemption.reached(step)` after every step; where it is True, it saves
-that step and stops (docs/training.md, "Preemption"). Orbax's preemption guide describes
+that step and stops (docs/training.md, "Resuming"). Orbax's preemption guide describes
 the same protocol.
 """
 
