@@ -29,7 +29,8 @@ from absl import app, flags
 
 from benchmarks import report
 from configs import slices
-from gato_jax.aot import GiB, remat_setting
+from gato_jax.aot import remat_setting
+from gato_jax.topology import GiB
 
 _CONFIG = flags.DEFINE_string('config', 'configs/gato_1b2.py', 'Paper config file.')
 _PRESETS = flags.DEFINE_list('presets', list(slices.PRESETS), 'Slice presets to compile.')

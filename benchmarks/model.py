@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from benchmarks import report
 from gato_jax import tokenizer
 from gato_jax.metrics import flops_per_token
-from gato_jax.model import decode, from_config
+from gato_jax.model import ModelOptions, decode, from_config
 from gato_jax.model.batch import synthetic_batch
 from gato_jax.model.loss import next_token_loss
 
@@ -70,7 +70,7 @@ def bench_train(model, config, vocab: int, peak: float, length: int) -> dict[str
 
   seconds = timed(lambda: step(model, batch, jax.random.key(0)), _STEPS.value)
   tokens_per_s = _BATCH.value * length / seconds
-  flops = flops_per_token(config, length, model.vocab_rows)
+  flops = flops_per_token(ModelOptions.from_config(config), length, vocab)
   return {'batch_size': _BATCH.value, 'length': length, 'step_s': seconds,
           'tokens_per_s': tokens_per_s, 'flops_per_token': flops['total'],
           'attention_flops_share': flops['attention'] / flops['total'],

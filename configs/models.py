@@ -1,7 +1,7 @@
 """Model sizes: the paper's three (appendix C.1) and a tiny one for the CPU demo and tests.
 
 Every option of `config.model` is defined, with its comment, in `model_config` below;
-gato_jax/model/gato.py validates them at start-up.
+gato_jax/model/options.py (ModelOptions) validates them at start-up.
 """
 
 import ml_collections

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as pylogging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
@@ -35,6 +37,7 @@ from gato_jax.data import DataIterator
 from gato_jax.model import checkpoint_differences
 
 ITEMS = ('params', 'opt_state', 'data', 'meta')
+State = TypeVar('State')  # The trainer's TrainState: a NamedTuple of (params, opt_state).
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -201,6 +204,99 @@ def meta(step: int, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     'mesh': dict(mesh.shape),
     'mesh_processes': mesh_processes(mesh),
   }
+
+
+# ----------------------------------------------------------------------------------------
+# What the trainer calls: restore or init, maybe save
+# ----------------------------------------------------------------------------------------
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to continue a run as another model than the one its checkpoints hold.
+
+  Settings of how the step runs (model.EXECUTION_KEYS: remat, kernels, dtype, ...) may
+  change on resume, as the mesh may; what the model computes may not. The trainer runs it
+  before anything is built, so that the refusal is the run's one error.
+  """
+  steps = complete_steps(workdir)
+  if not steps:
+    return
+  differ = model_differences(config, workdir, steps[-1])
+  if differ:
+    raise ValueError(
+      f'{workdir} holds a run of another model (checkpoint {steps[-1]}): {"; ".join(differ)}. '
+      'Use a new --workdir, or the run\'s own settings to resume it'
+    )
+
+
+def reseeded(seed: int, step: int) -> int:
+  """A fresh data seed for a run that cannot continue the saved stream."""
+  return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] % 2**31)
+
+
+def restore_or_init(
+  checkpoints: Checkpoints,
+  abstract: State,
+  init: Callable[[], State],
+  iterator: DataIterator,
+  make_iterator: Callable[[int], DataIterator],
+  seed: int,
+) -> tuple[State, int, DataIterator]:
+  """(state, step, iterator) of the newest complete checkpoint, or `init()` at step 0.
+
+  `abstract` is the state's ShapeDtypeStructs with the *current* mesh's shardings: the
+  restored arrays are read straight into those shards, and nothing is initialized first.
+  The data stream continues where it stopped when the process count is the saving run's;
+  otherwise (other processes read other shards) it restarts from `make_iterator(seed)`
+  with a seed drawn from `seed` and the step.
+  """
+  step = checkpoints.latest_step()
+  if step is None:
+    return init(), 0, iterator
+  params = jax.tree.map(lambda x: x, abstract.params)  # A copy that restore fills in.
+  opt_state, saved = checkpoints.restore(step, params, abstract.opt_state)
+  try:
+    checkpoints.restore_data(step, iterator)
+  except FileNotFoundError as e:
+    new_seed = reseeded(seed, step)
+    logging.warning('cannot continue the data stream (%s); restarting it with seed %d. '
+                    'Resume is exact only on the same process count.', e, new_seed)
+    iterator = make_iterator(new_seed)
+  logging.info('resumed from step %d (saved on mesh %s by %d processes)',
+               step, saved['mesh'], saved['process_count'])
+  return abstract._replace(params=params, opt_state=opt_state), step, iterator
+
+
+def save_due(step: int, config: ml_collections.ConfigDict, preempted: bool = False) -> bool:
+  """Every `checkpoint_every_steps`, the last step, and the step a preemption stops at."""
+  return step % config.checkpoint_every_steps == 0 or step == config.total_steps or preempted
+
+
+def maybe_save(
+  checkpoints: Checkpoints,
+  step: int,
+  state: Any,
+  iterator: DataIterator,
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  preempted: bool = False,
+) -> bool:
+  """Starts saving `step` when `save_due`; True when it did."""
+  if not save_due(step, config, preempted):
+    return False
+  checkpoints.save(step, state.params, state.opt_state, iterator, meta(step, config, mesh))
+  return True
+
+
+class _QuietOrbax:
+  """Drops Orbax's INFO records (several per save) so that the progress line stays readable."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > pylogging.INFO or '/orbax/' not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 # ----------------------------------------------------------------------------------------

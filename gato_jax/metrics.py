@@ -5,7 +5,7 @@ step appends one JSON object to `WORKDIR/metrics.jsonl` (append-only, so a resum
 continues the file; a step logged twice around a restart appears twice, the later line is
 the one that counts) and the same scalars to TensorBoard event files under
 `WORKDIR/tensorboard/`. Model FLOPs per token (for MFU) are counted here too, once for the
-trainer and the model benchmark.
+trainer, gato_jax.aot and the model benchmark, from the model's ModelOptions.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import time
 from collections.abc import Mapping
 
 import jax
-import ml_collections
 from absl import logging
 
 from gato_jax import tokenizer
-from gato_jax.model import gato as model_lib
+from gato_jax.model.options import ModelOptions
 from gato_jax.tensorboard import ScalarWriter
 
 # Dense peak FLOP/s per device by `device_kind` prefix (bf16 for accelerators).
@@ -42,20 +41,18 @@ PEAK_FLOPS = {
 CPU_PEAK_FLOPS = 1.57e11
 
 
-def _resnet_macs(m: ml_collections.ConfigDict) -> int:
+def _resnet_macs(m: ModelOptions) -> int:
   """Multiply-adds of the patch ResNet per position (it runs on every one)."""
   c, half = m.resnet_channels, tokenizer.PATCH_SIZE // 2
   return half * half * (9 * 3 * c + 2 * 9 * c * c + c * m.d_model)
 
 
-def _vocab_rows(config: ml_collections.ConfigDict) -> int:
-  vocab = tokenizer.layout_from_config(config).vocab_size
-  return -(-vocab // config.model.vocab_multiple) * config.model.vocab_multiple
+def flops_per_token(m: ModelOptions, length: int, vocab_size: int) -> dict:
+  """Training FLOPs per token (forward + backward = 3x forward), as in docs/performance.md.
 
-
-def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: int) -> dict:
-  """Training FLOPs per token (forward + backward = 3x forward), as in docs/performance.md."""
-  m = config.model
+  The output layer is counted over the token table's `m.vocab_rows(vocab_size)` rows.
+  """
+  vocab_rows = m.vocab_rows(vocab_size)
   attn_width = m.num_heads * m.head_dim
   layer_macs = 4 * m.d_model * attn_width + 2 * m.d_model * m.mlp_dim
   dense_macs = m.num_layers * layer_macs + vocab_rows * m.d_model + _resnet_macs(m)
@@ -67,7 +64,7 @@ def flops_per_token(config: ml_collections.ConfigDict, length: int, vocab_rows: 
   }
 
 
-def remat_flops_per_token(config: ml_collections.ConfigDict, length: int) -> float:
+def remat_flops_per_token(m: ModelOptions, length: int, vocab_size: int) -> float:
   """FLOPs per token that recomputation adds in the backward pass (not model FLOPs).
 
   'full' recomputes each layer's whole forward pass; 'minimal' keeps the weight matmuls
@@ -76,12 +73,11 @@ def remat_flops_per_token(config: ml_collections.ConfigDict, length: int) -> flo
   excepted: the backward pass never needs its value). `loss_chunks > 1` recomputes the
   output layer, `remat_patches` the patch ResNet.
   """
-  m = config.model
   attn_width = m.num_heads * m.head_dim
   attention_forward = 4.0 * m.num_layers * length * attn_width
   extra = 0.0
   if m.loss_chunks > 1:
-    extra += 2.0 * _vocab_rows(config) * m.d_model
+    extra += 2.0 * m.vocab_rows(vocab_size) * m.d_model
   if m.remat_patches:
     extra += 2.0 * _resnet_macs(m)
   if m.remat == 'full':
@@ -90,7 +86,7 @@ def remat_flops_per_token(config: ml_collections.ConfigDict, length: int) -> flo
   if m.remat == 'minimal':
     return extra + attention_forward
   if m.remat == 'names':
-    kept = set(model_lib.names(m.remat_save)) | set(model_lib.names(m.remat_offload))
+    kept = set(m.remat_save) | set(m.remat_offload)
     macs = {'query': m.d_model * attn_width, 'key': m.d_model * attn_width,
             'value': m.d_model * attn_width, 'attention_out': attn_width * m.d_model,
             'mlp_hidden': m.d_model * m.mlp_dim}

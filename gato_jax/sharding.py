@@ -171,6 +171,35 @@ def unsplit_parameters(state: nnx.State, mesh: Mesh, rules: Rules) -> list[str]:
   return out
 
 
+def check_fsdp(params: nnx.State, mesh: Mesh, config: Any) -> None:
+  """Fails when FSDP was asked for but a large parameter is whole on every device.
+
+  A rule that never uses `fsdp`, or a dimension that the fsdp axis does not divide, would
+  silently cost each device the full parameter and its two Adam moments. Size is counted
+  per layer: a stack of 24 small biases (scanned layers) is 24 small parameters, not one
+  large one. Works on abstract parameters: only shapes and logical axes are read.
+  """
+  if mesh.shape['fsdp'] == 1:
+    return
+  replicated = []
+  for path, variable in nnx.to_flat_state(params):
+    shape = variable.get_value().shape
+    axes = variable.get_metadata().get('out_sharding') or (None,) * len(shape)
+    per_layer = math.prod(shape) // (shape[axes.index('layers')] if 'layers' in axes else 1)
+    spec = logical_to_spec(axes, config.axis_rules, shape, mesh)
+    used = [a for s in spec if s is not None for a in ((s,) if isinstance(s, str) else s)]
+    if per_layer >= config.fsdp_min_param_size and math.prod(mesh.shape[a] for a in used) == 1:
+      replicated.append(f'{"/".join(map(str, path))} {shape}')
+  if replicated:
+    why = unsplit_parameters(params, mesh, config.axis_rules)
+    raise ValueError(
+      f'config asks for mesh.fsdp={mesh.shape["fsdp"]} but {len(replicated)} parameters of '
+      f'at least fsdp_min_param_size={config.fsdp_min_param_size} elements (per layer) are '
+      f'replicated: {replicated[:5]}; check config.axis_rules. Splits the shapes do not '
+      f'allow: {why[:5]}'
+    )
+
+
 def create_sharded(ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules) -> nnx.Module:
   """Builds a module with every parameter born in its shards (never whole on one device).
 

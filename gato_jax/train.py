@@ -5,24 +5,21 @@
       --config.mesh.fsdp=-1 --config.mesh.data=4
   launch/local_multihost.sh 2 --config=configs/demo.py --workdir=/tmp/gato_2proc
 
-The story, top to bottom: validate the config; join the other processes; build the mesh;
-create parameters and optimizer state directly in their shards; open the input pipeline
-(each process reads its own shard); restore the newest complete checkpoint of the workdir
-if there is one; then loop: assemble the global batch, update, log, checkpoint. SIGTERM
-(a preemption) saves at the next step and exits with code 0; a NaN or inf loss stops the
-run with an error naming the step before it can be checkpointed. docs/training.md has the
-user's view: resuming, changing topology, metrics.
+The story, top to bottom (`train`): validate the config; build the mesh; open the input
+pipeline (each process reads its own shard); lay out parameters and optimizer state in
+their shards; jit the update step; restore the newest complete checkpoint of the workdir
+or create the state directly in its shards; then loop: assemble the global batch, update,
+log, checkpoint. SIGTERM (a preemption, gato_jax/preemption.py) saves at the next step and
+exits with code 0; a NaN or inf loss stops the run with an error naming the step before it
+can be checkpointed. docs/training.md has the user's view: resuming, changing topology,
+metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging as pylogging
-import math
-import os
-import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +31,19 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, data, distributed, metrics, optimizer, sharding
-from gato_jax.model import from_config
+from gato_jax import (
+  checkpointing,
+  data,
+  distributed,
+  metrics,
+  optimizer,
+  preemption,
+  profiling,
+  sharding,
+  tokenizer,
+)
+from gato_jax.model import ModelOptions, from_config
 from gato_jax.model import loss as loss_lib
-from gato_jax.model import validate_config as validate_model_config
 
 KIND_NAMES = tuple(k.name.lower() for k in loss_lib.METRIC_KINDS)
 LOSS_NORMALIZATIONS = ('tokens', 'sequences')
@@ -57,14 +63,8 @@ def validate_config(
   `num_devices` and `process_count` default to this run's; gato_jax.aot passes a TPU
   slice's, so nothing here needs the hardware.
   """
-  for key in (
-    'total_steps',
-    'batch_size',
-    'grad_accum_steps',
-    'checkpoint_every_steps',
-    'keep_checkpoints',
-    'log_every_steps',
-  ):
+  for key in ('total_steps', 'batch_size', 'grad_accum_steps', 'checkpoint_every_steps',
+              'keep_checkpoints', 'log_every_steps'):
     value = config.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f'config key {key} must be a positive int, got {value!r}')
@@ -78,12 +78,12 @@ def validate_config(
       f'config key loss_normalization must be one of {LOSS_NORMALIZATIONS}, got '
       f'{config.get("loss_normalization")!r}'
     )
-  profile_steps(config)  # Raises naming profile_steps.
+  profiling.profile_steps(config)  # Raises naming profile_steps.
   if 'data' not in config or 'source' not in config.data:
     raise ValueError('config key data.source is missing (see gato_jax/data/__init__.py)')
   if 'mesh' not in config:
     raise ValueError('config key mesh is missing (mesh.data, mesh.fsdp, mesh.tensor)')
-  validate_model_config(config.model)
+  ModelOptions.from_config(config)  # Raises naming model.* keys.
   optimizer.validate_config(config)
   num_devices = jax.device_count() if num_devices is None else num_devices
   mesh = sharding.abstract_mesh(config, num_devices)  # Raises naming mesh.* keys.
@@ -100,8 +100,31 @@ def validate_config(
 
 
 # ----------------------------------------------------------------------------------------
-# Parameters and optimizer state, born sharded
+# Input pipeline
 # ----------------------------------------------------------------------------------------
+
+
+def make_data(config: ml_collections.ConfigDict, seed: int | None = None) -> data.DataIterator:
+  """This process's iterator over its shard; `batch_size / process_count` rows a step."""
+  return data.make_iterator(
+    config,
+    batch_size=config.batch_size // jax.process_count(),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    seed=seed,
+  )
+
+
+# ----------------------------------------------------------------------------------------
+# Model and optimizer: the training state, born sharded
+# ----------------------------------------------------------------------------------------
+
+
+class TrainState(NamedTuple):
+  """What an update changes; a pytree. The step is a pure function of it and the batch."""
+
+  params: nnx.State  # The model's nnx.Param state.
+  opt_state: Any  # The optax state; moments mirror the parameters' structure.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,96 +136,38 @@ class StateLayout:
   shapes, dtypes and shardings.
   """
 
-  graphdef: nnx.GraphDef
-  params: Any  # Abstract parameters: ShapeDtypeStructs with their shardings.
-  opt_state: Any  # Abstract optimizer state, likewise.
-  param_shardings: Any
-  opt_shardings: Any
-  vocab_rows: int  # Token table rows (the logits' width), for the FLOP count.
-
-
-def _abstract(tree: Any, shardings: Any) -> Any:
-  return jax.tree.map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
-  )
+  graphdef: nnx.GraphDef  # The model's structure; `nnx.merge(graphdef, params)` rebuilds it.
+  abstract: TrainState  # ShapeDtypeStructs carrying their shardings: a restore target.
+  shardings: TrainState  # The NamedSharding of every leaf.
 
 
 def abstract_train_state(
   config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
 ) -> StateLayout:
   """Shapes and shardings of parameters and optimizer state; checks FSDP. Touches no device."""
-  rules = config.axis_rules
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(config.seed)))
   # Parameters are the whole state: the step is a pure function of them, so nothing
   # concrete is closed over. A model that gained other state (batch statistics, RNG
   # counters) would make flax refuse this split, naming it.
   graphdef, params = nnx.split(model, nnx.Param)
-  check_fsdp(params, mesh, config)
-  param_shardings = sharding.state_shardings(params, mesh, rules)
+  sharding.check_fsdp(params, mesh, config)
+  param_shardings = sharding.state_shardings(params, mesh, config.axis_rules)
   # optax's step counts and other non-parameter leaves are replicated; moments mirror
   # their parameter's sharding.
   replicated = NamedSharding(mesh, PartitionSpec())
   abstract_opt = jax.eval_shape(tx.init, params)
   opt_shardings = optax.tree_map_params(
-    tx,
-    lambda _, s: s,
-    abstract_opt,
-    param_shardings,
-    transform_non_params=lambda _: replicated,
-  )
+    tx, lambda _, s: s, abstract_opt, param_shardings, transform_non_params=lambda _: replicated)
   if config.optimizer.host_offload:
     # Adam's moments (2/3 of the state per chip) live in host memory between steps.
     opt_shardings = jax.tree.map(lambda s: s.with_memory_kind('pinned_host'), opt_shardings)
-  return StateLayout(
-    graphdef=graphdef,
-    params=_abstract(params, param_shardings),
-    opt_state=_abstract(abstract_opt, opt_shardings),
-    param_shardings=param_shardings,
-    opt_shardings=opt_shardings,
-    vocab_rows=model.vocab_rows,
+  shardings = TrainState(param_shardings, opt_shardings)
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    TrainState(params, abstract_opt),
+    shardings,
   )
-
-
-def check_fsdp(params: nnx.State, mesh: Mesh, config: ml_collections.ConfigDict) -> None:
-  """Fails when FSDP was asked for but a large parameter is whole on every device.
-
-  A rule that never uses `fsdp`, or a dimension that the fsdp axis does not divide, would
-  silently cost each device the full parameter and its two Adam moments. Size is counted
-  per layer: a stack of 24 small biases (scanned layers) is 24 small parameters, not one
-  large one. Works on abstract parameters: only shapes and logical axes are read.
-  """
-  if mesh.shape['fsdp'] == 1:
-    return
-  replicated = []
-  for path, variable in nnx.to_flat_state(params):
-    shape = variable.get_value().shape
-    axes = variable.get_metadata().get('out_sharding') or (None,) * len(shape)
-    per_layer = math.prod(shape) // (shape[axes.index('layers')] if 'layers' in axes else 1)
-    spec = sharding.logical_to_spec(axes, config.axis_rules, shape, mesh)
-    used = [a for s in spec if s is not None for a in ((s,) if isinstance(s, str) else s)]
-    if per_layer >= config.fsdp_min_param_size and math.prod(mesh.shape[a] for a in used) == 1:
-      replicated.append(f'{"/".join(map(str, path))} {shape}')
-  if replicated:
-    why = sharding.unsplit_parameters(params, mesh, config.axis_rules)
-    raise ValueError(
-      f'config asks for mesh.fsdp={mesh.shape["fsdp"]} but {len(replicated)} parameters of '
-      f'at least fsdp_min_param_size={config.fsdp_min_param_size} elements (per layer) are '
-      f'replicated: {replicated[:5]}; check config.axis_rules. Splits the shapes do not '
-      f'allow: {why[:5]}'
-    )
-
-
-def create_train_state(
-  config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
-):
-  """(graphdef, params, opt_state, param shardings, opt shardings), all sharded.
-
-  The values are born in the shards `abstract_train_state` gives them.
-  """
-  layout = abstract_train_state(config, mesh, tx)
-  params, opt_state = init_train_state(config, mesh, tx, layout)
-  shardings = layout.param_shardings, layout.opt_shardings
-  return layout.graphdef, params, opt_state, *shardings
+  return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings)
 
 
 def init_train_state(
@@ -210,7 +175,7 @@ def init_train_state(
   mesh: Mesh,
   tx: optax.GradientTransformation,
   layout: StateLayout,
-) -> tuple[nnx.State, Any]:
+) -> TrainState:
   """Parameters and optimizer state, each leaf created directly in its layout's shards.
 
   Initialization runs inside a jit whose outputs are placed shard by shard, so a model
@@ -219,10 +184,10 @@ def init_train_state(
   with sharding.axis_rules(mesh, config.axis_rules):
     params = jax.jit(
       lambda: nnx.split(from_config(config, nnx.Rngs(config.seed)), nnx.Param)[1],
-      out_shardings=layout.param_shardings,
+      out_shardings=layout.shardings.params,
     )()
-  opt_state = jax.jit(tx.init, out_shardings=layout.opt_shardings)(params)
-  return params, opt_state
+  opt_state = jax.jit(tx.init, out_shardings=layout.shardings.opt_state)(params)
+  return TrainState(params, opt_state)
 
 
 # ----------------------------------------------------------------------------------------
@@ -235,7 +200,8 @@ def make_train_step(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
 ):
-  """One optimizer update on a global batch, split into `grad_accum_steps` micro-batches.
+  """One optimizer update on a global batch, split into `grad_accum_steps` micro-batches:
+  (state, batch, step) -> (state, metrics).
 
   Micro-batch gradients are of summed (not mean) cross-entropy, divided once by the total
   number of targets, so accumulation gives the gradient of the whole batch's mean loss.
@@ -275,7 +241,8 @@ def make_train_step(
 
   grad_fn = jax.grad(summed_loss, has_aux=True)
 
-  def step_fn(params, opt_state, batch, step):
+  def step_fn(state: TrainState, batch, step):
+    params, opt_state = state
     # Made inside the step: a key built outside would be a concrete array, which cannot
     # exist on a TPU slice's compile-only devices (gato_jax.aot).
     key = jax.random.fold_in(jax.random.key(config.seed), step)
@@ -316,7 +283,7 @@ def make_train_step(
       out[f'loss/{kind}'] = sums[f'nll/{kind}'] / jnp.maximum(count, 1.0)
       out[f'accuracy/{kind}'] = sums[f'correct/{kind}'] / jnp.maximum(count, 1.0)
       out[f'count/{kind}'] = count
-    return params, opt_state, out
+    return TrainState(params, opt_state), out
 
   return step_fn
 
@@ -339,152 +306,10 @@ def jit_train_step(
   }
   return jax.jit(
     make_train_step(config, layout.graphdef, tx),
-    in_shardings=(layout.param_shardings, layout.opt_shardings, batch_shardings, None),
-    out_shardings=(
-      layout.param_shardings,
-      layout.opt_shardings,
-      NamedSharding(mesh, PartitionSpec()),
-    ),
-    donate_argnums=(0, 1),
+    in_shardings=(layout.shardings, batch_shardings, None),
+    out_shardings=(layout.shardings, NamedSharding(mesh, PartitionSpec())),
+    donate_argnums=0,
   )
-
-
-# ----------------------------------------------------------------------------------------
-# Input pipeline
-# ----------------------------------------------------------------------------------------
-
-
-def make_data(config: ml_collections.ConfigDict, seed: int | None = None) -> data.DataIterator:
-  """This process's iterator over its shard; `batch_size / process_count` rows a step."""
-  return data.make_iterator(
-    config,
-    batch_size=config.batch_size // jax.process_count(),
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    seed=seed,
-  )
-
-
-def reseeded(seed: int, step: int) -> int:
-  """A fresh data seed for a run that cannot continue the saved stream."""
-  return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] % 2**31)
-
-
-# ----------------------------------------------------------------------------------------
-# Stopping: preemption and bad losses
-# ----------------------------------------------------------------------------------------
-
-
-class Preemption:
-  """SIGTERM -> every process saves the same step, then exits 0.
-
-  One process: this handler sets a flag and the next step is saved. Several processes
-  (a pod slice, launch/local_multihost.sh): `jax.distributed.initialize` installed JAX's own
-  SIGTERM handler (XLA's PreemptionSyncManager); a SIGTERM to any process starts a
-  protocol through the coordination service that agrees on the step after the furthest one
-  any process has reported, and `reached` reports every step. No Python handler is
-  installed then: it would replace JAX's. Seen to work on CPU with gloo, the same code
-  path as a TPU pod's (tests/test_multiprocess.py: 4 processes save one agreed step).
-  """
-
-  def __init__(self, checkpoints: checkpointing.Checkpoints):
-    self.checkpoints = checkpoints
-    self.signalled = False
-    self._previous = None
-    if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame) -> None:
-    del signum, frame
-    logging.warning('SIGTERM: saving a checkpoint at the next step, then exiting')
-    self.signalled = True
-
-  def reached(self, step: int) -> bool:
-    """Called once with every step, in order; True at the step to save and stop at."""
-    if jax.process_count() == 1:
-      return self.signalled
-    agreed = self.checkpoints.reached_preemption(step)
-    if agreed:
-      logging.warning(
-        'process %d of %d: preemption agreed at step %d; saving it',
-        jax.process_index(),
-        jax.process_count(),
-        step,
-      )
-    return agreed
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def profile_steps(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
-  """`config.profile_steps` 'a,b' -> (a, b), the first and last step traced; '' -> None."""
-  value = config.get('profile_steps', '')
-  if value in ('', None):
-    return None
-  try:
-    first, last = (int(v) for v in str(value).split(','))
-  except ValueError:
-    first, last = 0, -1
-  if not 1 <= first <= last <= config.total_steps:
-    raise ValueError(
-      f"config key profile_steps must be 'FIRST,LAST' with 1 <= FIRST <= LAST <= total_steps "
-      f'({config.total_steps}), got {value!r}'
-    )
-  return first, last
-
-
-class Profiler:
-  """A jax.profiler trace of steps FIRST..LAST under WORKDIR/profile (TensorBoard, XProf).
-
-  Every process writes its own host's trace there. Steps are dispatched asynchronously,
-  so the trace stops only once the last profiled step has finished on the device.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    self.window = profile_steps(config)
-    self.directory = os.path.join(workdir, 'profile')
-    self.active = False
-
-  def before(self, step: int) -> None:
-    """Called with the number of the step about to run (1-based)."""
-    # A run resumed inside the window traces the rest of it.
-    if self.window and not self.active and self.window[0] <= step <= self.window[1]:
-      jax.profiler.start_trace(self.directory)
-      self.active = True
-      logging.info('profiling steps %d to %d into %s', step, self.window[1], self.directory)
-
-  def after(self, step: int, outputs: Any) -> None:
-    if self.active and step == self.window[1]:
-      jax.block_until_ready(outputs)
-      self.stop()
-
-  def stop(self) -> None:
-    if self.active:
-      jax.profiler.stop_trace()
-      self.active = False
-      logging.info('profile written to %s (tensorboard --logdir %s, Profile tab)',
-                   self.directory, os.path.dirname(self.directory))
-
-
-def check_resume_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses to continue a run as another model than the one its checkpoints hold.
-
-  Settings of how the step runs (model.EXECUTION_KEYS: remat, kernels, dtype, ...) may
-  change on resume, as the mesh may; what the model computes may not. Runs before anything
-  is built, so that the refusal is the run's one error.
-  """
-  steps = checkpointing.complete_steps(workdir)
-  if not steps:
-    return
-  step = steps[-1]
-  differ = checkpointing.model_differences(config, workdir, step)
-  if differ:
-    raise ValueError(
-      f'{workdir} holds a run of another model (checkpoint {step}): {"; ".join(differ)}. '
-      'Use a new --workdir, or the run\'s own settings to resume it'
-    )
 
 
 def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
@@ -503,60 +328,44 @@ def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
 def train(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done."""
   validate_config(config)
-  check_resume_config(config, workdir)
+  checkpointing.check_resumable(config, workdir)
+
+  # Mesh: every device of every process, (data, fsdp, tensor) as config.mesh says.
   mesh = sharding.make_mesh(config)
   rules = config.axis_rules
-  logging.info(
-    'mesh %s over %d devices, %d processes',
-    dict(mesh.shape),
-    jax.device_count(),
-    jax.process_count(),
-  )
+  logging.info('mesh %s over %d devices, %d processes',
+               dict(mesh.shape), jax.device_count(), jax.process_count())
 
+  # Input: each process reads its own shard; global_batch assembles the global array.
+  iterator = make_data(config)
+
+  # Model and optimizer: shapes and shardings first, so no value is ever created whole.
   tx = optimizer.make_optimizer(config)
   schedule = optimizer.learning_rate_schedule(config)
   layout = abstract_train_state(config, mesh, tx)
-  params, opt_state = init_train_state(config, mesh, tx, layout)
-  logging.info('%s parameters', f'{sum(x.size for x in jax.tree.leaves(params)):,}')
+  logging.info('%s parameters', f'{sum(x.size for x in jax.tree.leaves(layout.abstract.params)):,}')
 
-  iterator = make_data(config)
-  checkpoints = checkpointing.Checkpoints(
-    workdir, config.keep_checkpoints, asynchronous=config.async_checkpointing
-  )
-  step = 0
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    opt_state, meta = checkpoints.restore(latest, params, opt_state)
-    step = latest
-    try:
-      checkpoints.restore_data(latest, iterator)
-    except FileNotFoundError as e:
-      # Another process count reads other shards: the saved positions mean nothing here.
-      seed = reseeded(config.seed, step)
-      logging.warning(
-        'cannot continue the data stream (%s); restarting it with seed %d. '
-        'Resume is exact only on the same process count.',
-        e,
-        seed,
-      )
-      iterator = make_data(config, seed=seed)
-    logging.info(
-      'resumed from step %d (saved on mesh %s by %d processes)',
-      step,
-      meta['mesh'],
-      meta['process_count'],
-    )
-
+  # Update step: compiled on first call; the state's buffers are donated to the next one.
   train_step = jit_train_step(config, mesh, layout, tx, iterator.element_spec)
 
-  tokens_per_step = config.batch_size * config.model.max_length
-  flops = metrics.flops_per_token(config, config.model.max_length, layout.vocab_rows)['total']
+  # Restore: the newest complete checkpoint onto this mesh, or a fresh state.
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints,
+                                          asynchronous=config.async_checkpointing)
+  state, step, iterator = checkpointing.restore_or_init(
+    checkpoints, layout.abstract, lambda: init_train_state(config, mesh, tx, layout),
+    iterator, lambda seed: make_data(config, seed=seed), config.seed)
+
+  # Loop: metrics are fetched only when logged or before a save, so steps stay queued.
+  options = ModelOptions.from_config(config)
+  tokens_per_step = config.batch_size * options.max_length
+  vocab_size = tokenizer.layout_from_config(config).vocab_size
+  flops = metrics.flops_per_token(options, options.max_length, vocab_size)['total']
   peak = metrics.peak_flops(config.peak_flops)
   writer = metrics.MetricWriter(workdir, config.total_steps, step)
-  preemption = Preemption(checkpoints)
-  profiler = Profiler(config, workdir)
+  preempt = preemption.Preemption(checkpoints)
+  profiler = profiling.Profiler(config, workdir)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last_saved = latest
+  last_saved = step or None
   interval_start, interval_steps = time.perf_counter(), 0
 
   def flush() -> None:
@@ -570,14 +379,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
       check_finite(s, float(m['loss']), last_saved)
       if s % config.log_every_steps and s != config.total_steps:
         continue
-      scalars = {
-        'loss': m['loss'],
-        'accuracy': m['accuracy'],
-        'grad_norm': m['grad_norm'],
-        'learning_rate': schedule(s - 1),
-        'step_time_s': seconds,
-        'tokens_per_s': tokens_per_step / seconds,
-      }
+      scalars = {k: m[k] for k in ('loss', 'accuracy', 'grad_norm')}
+      scalars.update(learning_rate=schedule(s - 1), step_time_s=seconds,
+                     tokens_per_s=tokens_per_step / seconds)
       if peak:
         scalars['mfu'] = tokens_per_step * flops / seconds / peak
       for kind in KIND_NAMES:
@@ -591,19 +395,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
       while step < config.total_steps:
         batch = distributed.global_batch(next(iterator), mesh, rules)
         profiler.before(step + 1)
-        params, opt_state, step_metrics = train_step(params, opt_state, batch, step)
+        state, step_metrics = train_step(state, batch, step)
         step += 1
-        profiler.after(step, (params, step_metrics))
+        profiler.after(step, (state, step_metrics))
         interval_steps += 1
         pending.append((step, step_metrics))
-        preempted = preemption.reached(step)
-        save = step % config.checkpoint_every_steps == 0 or step == config.total_steps or preempted
-        if save or step % config.log_every_steps == 0:
+        preempted = preempt.reached(step)
+        if checkpointing.save_due(step, config, preempted) or step % config.log_every_steps == 0:
           flush()  # Before a save, so that a NaN step is never checkpointed.
-        if save:
-          checkpoints.save(
-            step, params, opt_state, iterator, checkpointing.meta(step, config, mesh)
-          )
+        if checkpointing.maybe_save(checkpoints, step, state, iterator, config, mesh, preempted):
           last_saved = step
         if preempted:
           logging.warning('preempted: saved step %d, exiting', step)
@@ -613,21 +413,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
     profiler.stop()  # A run that ends inside the window still leaves its trace.
     checkpoints.close()  # Waits for an in-flight save: the last good checkpoint completes.
     writer.close()
-    preemption.close()
+    preempt.close()
   return step
-
-
-class _QuietOrbax:
-  """Drops Orbax's INFO records (several per save) so that the progress line stays readable."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > pylogging.INFO or '/orbax/' not in record.pathname
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  checkpointing.quiet_orbax_logs()
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
   train(f.config, f.workdir)

@@ -1,4 +1,5 @@
-"""gato_jax.aot: the trainer's own step compiled for a slice, and the slice presets' checks.
+"""gato_jax.aot and gato_jax.topology: the trainer's own step compiled for a named slice, and
+the slice presets' checks.
 
 The CPU tests compile through the same code as a TPU slice (train.jit_train_step on
 train.abstract_train_state); where libtpu is installed (the `aot` extra, which `make test`
@@ -8,6 +9,7 @@ deliberately too large.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import pathlib
@@ -20,8 +22,8 @@ import pytest
 from flax import nnx
 
 from configs import demo, slices
-from gato_jax import aot, data, metrics, optimizer, sharding, train
-from gato_jax.model import from_config
+from gato_jax import aot, data, metrics, optimizer, sharding, tokenizer, topology, train
+from gato_jax.model import ModelOptions, from_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = ('gato_79m', 'gato_364m', 'gato_1b2')
@@ -64,7 +66,7 @@ def per_device_bytes(tree) -> int:
   ],
 )
 def test_slice_names_give_chips_grid_and_hosts(name, chips, grid, hosts):
-  shape = aot.slice_shape(name)
+  shape = topology.slice_shape(name)
   assert (shape.chips, shape.grid, shape.hosts) == (chips, grid, hosts)
 
 
@@ -72,36 +74,36 @@ def test_slice_names_give_chips_grid_and_hosts(name, chips, grid, hosts):
   'name, devices, hosts', [('h100-8', 8, 1), ('h100-4', 4, 1), ('h100-32', 32, 4), ('cpu:8', 8, 1)]
 )
 def test_gpu_and_cpu_names_give_devices_and_hosts(name, devices, hosts):
-  assert aot.devices_and_hosts(name) == (devices, hosts)
+  assert topology.devices_and_hosts(name) == (devices, hosts)
 
 
 def test_gpus_come_in_whole_hosts():
   with pytest.raises(ValueError, match='whole hosts of 8'):
-    aot.devices_and_hosts('h100-12')
+    topology.devices_and_hosts('h100-12')
 
 
 @pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="jax's CUDA plugin is installed here")
 def test_without_the_cuda_plugin_the_tool_says_how_to_get_it():
   with pytest.raises(SystemExit, match=r"pip install -e '.\[cuda\]'"):
-    aot.parse_topology('h100-8')
+    topology.parse_topology('h100-8')
 
 
 @pytest.mark.parametrize('name', ['v7x-8', 'v5e', 'v4-3', 'v5e-12', 'tpu-16'])
 def test_bad_slice_names_are_refused(name):
   with pytest.raises(ValueError, match='topology|power-of-two'):
-    aot.slice_shape(name)
+    topology.slice_shape(name)
 
 
 @pytest.mark.parametrize('preset', sorted(slices.PRESETS))
 @pytest.mark.parametrize('name', PAPER_CONFIGS)
 def test_every_paper_config_with_every_preset_validates_and_shards(name, preset):
   config = paper_config(name, preset)
-  devices, hosts = aot.devices_and_hosts(preset)
+  devices, hosts = topology.devices_and_hosts(preset)
   assert config.topology == preset
   train.validate_config(config, devices, hosts)
   mesh = sharding.abstract_mesh(config, devices)
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(0)))
-  train.check_fsdp(nnx.state(model, nnx.Param), mesh, config)
+  sharding.check_fsdp(nnx.state(model, nnx.Param), mesh, config)
 
 
 def test_an_unknown_preset_names_the_known_ones():
@@ -115,12 +117,12 @@ def test_check_fsdp_counts_stacked_parameters_per_layer():
   config = paper_config('gato_1b2', 'v5e-16')
   mesh = sharding.abstract_mesh(config, 16)
   params = nnx.state(nnx.eval_shape(lambda: from_config(config, nnx.Rngs(0))), nnx.Param)
-  train.check_fsdp(params, mesh, config)
+  sharding.check_fsdp(params, mesh, config)
   config.axis_rules = tuple((k, None if k == 'embed' else v) for k, v in config.axis_rules)
   # Without fsdp on `embed`, the 11 matrices are: 5 embedding tables, q/k/v/o and the two
   # MLP kernels. Neither bias stack nor any LayerNorm is among them.
   with pytest.raises(ValueError, match=r'mesh.fsdp=16 but 11 parameters .*embedder/tokens'):
-    train.check_fsdp(params, mesh, config)
+    sharding.check_fsdp(params, mesh, config)
 
 
 def test_validation_uses_the_slice_not_this_machine():
@@ -135,7 +137,7 @@ def test_validation_uses_the_slice_not_this_machine():
 
 def test_the_demo_compiles_on_cpu_8_through_the_tool():
   config = demo_config(data=4, fsdp=2)
-  target = aot.parse_topology('cpu:8')
+  target = topology.parse_topology('cpu:8')
   report = aot.compile_train(config, target)
   assert report.fits and report.settings['mesh'] == {'data': 4, 'fsdp': 2, 'tensor': 1}
 
@@ -147,14 +149,16 @@ def test_the_demo_compiles_on_cpu_8_through_the_tool():
       mesh, config.axis_rules, len(s.shape)))
     for k, s in data.batch_shapes(config.batch_size, config.model.max_length).items()
   }
-  expected = per_device_bytes((layout.params, layout.opt_state, batch))
+  expected = per_device_bytes((layout.abstract, batch))
   assert abs(report.argument_bytes - expected) <= 64  # The step counter and padding.
   # Parameters and optimizer state are donated: their buffers are reused for the outputs.
-  assert report.alias_bytes >= per_device_bytes((layout.params, layout.opt_state)) - 64
+  assert report.alias_bytes >= per_device_bytes(layout.abstract) - 64
   assert 0 < report.peak_bytes < report.hbm_bytes
 
   tokens = config.batch_size * config.model.max_length
-  per_token = metrics.flops_per_token(config, config.model.max_length, layout.vocab_rows)
+  vocab = tokenizer.layout_from_config(config).vocab_size
+  per_token = metrics.flops_per_token(ModelOptions.from_config(config), config.model.max_length,
+                                      vocab)
   assert report.flops_per_step == pytest.approx(per_token['total'] * tokens)
   assert report.mfu_bound == 1.0  # The demo does not rematerialize.
   text = aot.format_report(report)
@@ -163,7 +167,7 @@ def test_the_demo_compiles_on_cpu_8_through_the_tool():
 
 def test_decode_step_compiles_for_one_device():
   config = demo_config()
-  report = aot.compile_decode(config, aot.parse_topology('cpu:1'), 4)
+  report = aot.compile_decode(config, topology.parse_topology('cpu:1'), 4)
   assert report.fits and report.settings['task']
   # The cache alone: 2 (k, v) x layers x batch x L x heads x head_dim float32.
   m = config.model
@@ -172,28 +176,26 @@ def test_decode_step_compiles_for_one_device():
 
 
 def test_remat_costs_recompute_in_the_roofline():
-  config = paper_config('gato_1b2')
+  paper = ModelOptions.from_config(paper_config('gato_1b2'))
   length, vocab = 1024, 32_768
-  model_flops = metrics.flops_per_token(config, length, vocab)['total']
-  config.model.remat, config.model.loss_chunks, config.model.remat_patches = 'none', 1, False
-  assert metrics.remat_flops_per_token(config, length) == 0
+  model_flops = metrics.flops_per_token(paper, length, vocab)['total']
+  plain = dataclasses.replace(paper, remat='none', loss_chunks=1, remat_patches=False)
+
+  def recompute(**changes):
+    return metrics.remat_flops_per_token(dataclasses.replace(plain, **changes), length, vocab)
+
+  assert recompute() == 0
   # Chunked cross-entropy recomputes the output layer's forward: 2 x table rows x d_model.
-  config.model.loss_chunks = 8
-  rows = metrics._vocab_rows(config)
-  assert metrics.remat_flops_per_token(config, length) == 2 * rows * config.model.d_model
-  config.model.loss_chunks = 1
-  config.model.remat = 'full'
-  full = metrics.remat_flops_per_token(config, length)
-  config.model.remat = 'minimal'
-  minimal = metrics.remat_flops_per_token(config, length)
+  rows = plain.vocab_rows(vocab)
+  assert recompute(loss_chunks=8) == 2 * rows * plain.d_model
+  full = recompute(remat='full')
+  minimal = recompute(remat='minimal')
   # Full remat recomputes every layer's forward (about a third of its training FLOPs).
   assert 0 < minimal < full < model_flops / 3
   # 'names' saving every matmul output recomputes what 'minimal' does: attention alone.
-  config.model.remat = 'names'
-  config.model.remat_save = 'query,key,value,attention_out,mlp_hidden,mlp_out'
-  assert metrics.remat_flops_per_token(config, length) == minimal
-  config.model.remat_save, config.model.remat_offload = '', 'query,key,value,context'
-  assert minimal < metrics.remat_flops_per_token(config, length) < full
+  every_matmul = 'query,key,value,attention_out,mlp_hidden,mlp_out'
+  assert recompute(remat='names', remat_save=every_matmul) == minimal
+  assert minimal < recompute(remat='names', remat_offload='query,key,value,context') < full
 
 
 def test_without_libtpu_the_tool_says_how_to_get_it(monkeypatch):
@@ -205,7 +207,7 @@ def test_without_libtpu_the_tool_says_how_to_get_it(monkeypatch):
   monkeypatch.setattr(topologies, 'get_topology_desc', fail)
   monkeypatch.setitem(sys.modules, 'libtpu', None)  # `import libtpu` raises ImportError.
   with pytest.raises(SystemExit, match=r"pip install -e '.\[aot\]'"):
-    aot.parse_topology('v5e-16')
+    topology.parse_topology('v5e-16')
 
 
 def _run_tool(*args: str) -> subprocess.CompletedProcess:

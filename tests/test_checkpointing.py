@@ -12,7 +12,7 @@ import pytest
 import tiny_train_config
 from flax import nnx
 
-from gato_jax import checkpointing, data, sharding
+from gato_jax import checkpointing, data, sharding, train
 from gato_jax.model import from_config
 
 
@@ -93,6 +93,43 @@ def test_restore_onto_another_mesh_gives_the_same_values(saved, shape):
   for a, b in zip(leaves(nnx.state(model, nnx.Param)), params_saved, strict=True):
     np.testing.assert_array_equal(a, b)
   assert checkpointing.read_config(workdir, 5).model.max_length == 32
+
+
+def test_restore_or_init_reads_the_newest_step_into_abstract_shards(saved, tmp_path):
+  """The trainer's resume: no initialization first, values straight into this mesh's shards."""
+  workdir, config, params_saved, opt_saved, next_batch = saved
+  _, _, params, opt_state = sharded_state(mesh_config(8, 1, 1), seed=7)
+  abstract = checkpointing.abstract_like(train.TrainState(params, opt_state))
+
+  def never(*args):
+    raise AssertionError('a workdir with a checkpoint is restored, not initialized or reseeded')
+
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  state, step, iterator = checkpointing.restore_or_init(
+    checkpoints, abstract, never, data.make_iterator(config, 4), never, config.seed)
+  checkpoints.close()
+  assert step == 5 and isinstance(state, train.TrainState)
+  for a, b in zip(leaves(state), params_saved + opt_saved, strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert [x.sharding for x in jax.tree.leaves(state)] == [
+    x.sharding for x in jax.tree.leaves(abstract)]
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
+  for key, value in next(iterator).items():
+    np.testing.assert_array_equal(value, next_batch[key])
+
+  # An empty workdir: the initializer's state at step 0, the stream from its start.
+  fresh, stream = train.TrainState(params, opt_state), data.make_iterator(config, 4)
+  empty = checkpointing.Checkpoints(str(tmp_path), max_to_keep=2)
+  state, step, iterator = checkpointing.restore_or_init(
+    empty, abstract, lambda: fresh, stream, never, config.seed)
+  empty.close()
+  assert state is fresh and step == 0 and iterator is stream
+
+
+def test_a_save_is_due_every_n_steps_at_the_last_and_on_preemption():
+  config = tiny_train_config.get_config()  # checkpoint_every_steps=3, total_steps=10.
+  assert [s for s in range(1, 11) if checkpointing.save_due(s, config)] == [3, 6, 9, 10]
+  assert checkpointing.save_due(4, config, preempted=True)
 
 
 def test_a_checkpoint_interrupted_mid_write_is_never_picked(saved, tmp_path):

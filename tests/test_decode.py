@@ -7,7 +7,7 @@ from flax import nnx
 
 from configs import models
 from gato_jax import specs, tokenizer
-from gato_jax.model import Gato, decode
+from gato_jax.model import Gato, ModelOptions, decode
 
 LAYOUT = tokenizer.TokenLayout(text_vocab_size=256)
 TOLERANCE = 2e-5  # float32 logits; cached and full attention sum in different orders.
@@ -60,7 +60,8 @@ def _config(position_encoding: str):
 # causality must hold for both.
 @pytest.fixture(scope='module', params=['none', 'rope'])
 def model(request):
-  return Gato(_config(request.param), LAYOUT.vocab_size, nnx.Rngs(0))
+  options = ModelOptions.from_model_config(_config(request.param))
+  return Gato(options, LAYOUT.vocab_size, nnx.Rngs(0))
 
 
 @pytest.fixture(scope='module')
@@ -146,7 +147,7 @@ def test_only_rope_tells_the_order_of_earlier_tokens(encoding):
   # the newest observation from older ones. Rotary positions make the order visible.
   config = _config(encoding)
   config.num_layers = 1
-  model = Gato(config, LAYOUT.vocab_size, nnx.Rngs(0))
+  model = Gato(ModelOptions.from_model_config(config), LAYOUT.vocab_size, nnx.Rngs(0))
 
   def last_logits(tokens):
     n = len(tokens)

@@ -19,8 +19,8 @@ import tiny_train_config
 from flax import nnx
 
 from configs import demo
-from gato_jax import aot, optimizer, sharding, tokenizer, train
-from gato_jax.model import splash, validate_config
+from gato_jax import aot, optimizer, sharding, tokenizer, topology, train
+from gato_jax.model import ModelOptions, splash
 from gato_jax.model.batch import synthetic_batch
 
 HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
@@ -43,14 +43,14 @@ def _one_step(**overrides):
   batch['patch_positions'] = np.where(image, [3, 4, 5, 6], 0).astype(np.int32)
   batch['loss_mask'] = np.ones((8, 32), np.int32)
   layout = train.abstract_train_state(config, mesh, tx)
-  params, opt_state = train.init_train_state(config, mesh, tx, layout)
+  state = train.init_train_state(config, mesh, tx, layout)
   step = train.jit_train_step(config, mesh, layout, tx, batch)
   with sharding.axis_rules(mesh, config.axis_rules):
     placed = sharding.shard_batch(batch, mesh, config.axis_rules)
-    params, opt_state, metrics = step(params, opt_state, placed, 0)
+    state, metrics = step(state, placed, 0)
     # A second step takes the first one's outputs, wherever they were placed.
-    params, opt_state, metrics = step(params, opt_state, placed, 1)
-  return jax.device_get(nnx.to_pure_dict(params)), opt_state, jax.device_get(metrics)
+    state, metrics = step(state, placed, 1)
+  return jax.device_get(nnx.to_pure_dict(state.params)), state.opt_state, jax.device_get(metrics)
 
 
 @pytest.fixture(scope='module')
@@ -100,21 +100,21 @@ def test_bad_knobs_name_their_config_key(key, value, message):
   config = demo.get_config().model
   config[key] = value
   with pytest.raises(ValueError, match=message):
-    validate_config(config)
+    ModelOptions.from_model_config(config)
 
 
 def test_a_tensor_both_saved_and_offloaded_is_refused():
   config = demo.get_config().model
   config.remat, config.remat_save, config.remat_offload = 'names', 'query,context', 'context'
   with pytest.raises(ValueError, match=r"both name \['context'\]"):
-    validate_config(config)
+    ModelOptions.from_model_config(config)
 
 
 def test_splash_needs_a_length_its_blocks_tile():
   config = demo.get_config().model
   config.attention, config.max_length = 'splash', 200
   with pytest.raises(ValueError, match='model.max_length to be a multiple of 512'):
-    validate_config(config)
+    ModelOptions.from_model_config(config)
 
 
 def test_splash_kernel_matches_xla_attention_and_its_gradient():
@@ -153,7 +153,7 @@ def test_splash_lowers_to_the_tpu_kernel_and_the_step_needs_less_memory():
     config.mesh.data, config.mesh.fsdp = 1, 4
     config.model.max_length, config.batch_size = 512, 16
     config.model.attention = attention
-    lowered, report = aot.lower_train(config, aot.parse_topology('v5e-4'))
+    lowered, report = aot.lower_train(config, topology.parse_topology('v5e-4'))
     text = lowered.as_text()
     assert ('tpu_custom_call' in text) == (attention == 'splash')
     aot._compile(lowered, report)
@@ -174,7 +174,7 @@ def test_saving_context_keeps_the_backward_pass_from_rerunning_splash():
     config = demo.get_config()
     config.mesh.data, config.mesh.fsdp = 1, 4
     config.model.attention, config.model.remat, config.model.remat_save = 'splash', remat, save
-    lowered, _ = aot.lower_train(config, aot.parse_topology('v5e-4'))
+    lowered, _ = aot.lower_train(config, topology.parse_topology('v5e-4'))
     names = re.findall(r'kernel_name = "([^"]+)"', lowered.as_text())
     forward_calls[remat] = sum(n.startswith('splash_mha_fwd') for n in names)
     assert any(n.startswith('splash_mha_dkv') for n in names)  # The backward kernels.

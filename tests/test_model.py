@@ -1,7 +1,10 @@
 """The model's embeddings, options and loss (parameter counts: tests/test_model_sizes.py)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -10,7 +13,7 @@ from hypothesis import strategies as st
 
 from configs import models
 from gato_jax import specs, tokenizer
-from gato_jax.model import Gato, validate_config
+from gato_jax.model import Gato, ModelOptions
 from gato_jax.model.embedding import patch_position_buckets
 from gato_jax.model.gato import PADDED_LOGIT
 from gato_jax.model.loss import next_token_loss
@@ -24,6 +27,10 @@ def _config(**overrides):
   config.num_layers, config.d_model, config.mlp_dim = 2, 64, 128
   config.update(overrides)
   return config
+
+
+def _options(**overrides):
+  return ModelOptions.from_model_config(_config(**overrides))
 
 
 def _batch(batch_size=2, length=24, seed=0):
@@ -46,7 +53,7 @@ def _batch(batch_size=2, length=24, seed=0):
 
 @pytest.fixture(scope='module')
 def model():
-  return Gato(_config(), VOCAB, nnx.Rngs(0))
+  return Gato(_options(), VOCAB, nnx.Rngs(0))
 
 
 def _forward(model, batch, key=None):
@@ -123,7 +130,7 @@ def test_local_position_zero_adds_nothing_and_others_add_their_row(model):
 
 def test_rope_needs_an_even_head_dim():
   with pytest.raises(ValueError, match='model.head_dim'):
-    validate_config(_config(position_encoding='rope', head_dim=33))
+    ModelOptions.from_model_config(_config(position_encoding='rope', head_dim=33))
 
 
 def _cosines(rows):
@@ -134,9 +141,9 @@ def _cosines(rows):
 def test_ordinal_init_makes_near_value_bins_similar_and_leaves_other_rows_normal():
   layout = tokenizer.TokenLayout(text_vocab_size=256)
   first = layout.continuous_offset
-  table = np.asarray(Gato(_config(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0),
+  table = np.asarray(Gato(_options(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0),
                           first_value_row=first).embedder.tokens[...])
-  plain = np.asarray(Gato(_config(), VOCAB, nnx.Rngs(0)).embedder.tokens[...])
+  plain = np.asarray(Gato(_options(), VOCAB, nnx.Rngs(0)).embedder.tokens[...])
   values = table[first:first + tokenizer.NUM_BINS]
   ordinal, normal = _cosines(values), _cosines(plain[first:first + tokenizer.NUM_BINS])
   assert ordinal(1) > 0.9 and ordinal(4) > 0.5 and abs(ordinal(512)) < 0.2
@@ -150,7 +157,7 @@ def test_ordinal_init_makes_near_value_bins_similar_and_leaves_other_rows_normal
 
 def test_ordinal_init_needs_the_layout():
   with pytest.raises(ValueError, match='value_embedding_init'):
-    Gato(_config(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0))
+    Gato(_options(value_embedding_init='ordinal'), VOCAB, nnx.Rngs(0))
 
 
 # -- outputs and options --------------------------------------------------------------------
@@ -158,14 +165,14 @@ def test_ordinal_init_needs_the_layout():
 
 def test_logits_cover_the_padded_table_and_padding_rows_are_masked(model):
   logits = _forward(model, _batch())
-  assert model.vocab_rows == 2432 and model.vocab_rows % 128 == 0
+  assert model.vocab_rows == 2432 == _options().vocab_rows(VOCAB)
   assert logits.shape == (2, 24, 2432) and logits.dtype == np.float32
   assert (logits[..., VOCAB:] == PADDED_LOGIT).all()
   assert np.isfinite(logits[..., :VOCAB]).all() and (np.abs(logits[..., :VOCAB]) < 1e3).all()
 
 
 def test_scan_and_unrolled_layers_share_parameters_and_numbers(model):
-  unrolled = Gato(_config(scan_layers=False), VOCAB, nnx.Rngs(1))
+  unrolled = Gato(_options(scan_layers=False), VOCAB, nnx.Rngs(1))
   nnx.update(unrolled, nnx.state(model, nnx.Param))  # Same tree: checkpoints interchange.
   batch = _batch()
   np.testing.assert_allclose(_forward(unrolled, batch), _forward(model, batch), atol=1e-5)
@@ -173,7 +180,7 @@ def test_scan_and_unrolled_layers_share_parameters_and_numbers(model):
 
 @pytest.mark.parametrize('policy', ['minimal', 'full'])
 def test_remat_changes_neither_loss_nor_gradients(model, policy):
-  rematted = Gato(_config(remat=policy), VOCAB, nnx.Rngs(1))
+  rematted = Gato(_options(remat=policy), VOCAB, nnx.Rngs(1))
   nnx.update(rematted, nnx.state(model, nnx.Param))
   batch = _batch()
 
@@ -188,7 +195,7 @@ def test_remat_changes_neither_loss_nor_gradients(model, policy):
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits(model):
-  fast = Gato(_config(dtype='bfloat16'), VOCAB, nnx.Rngs(1))
+  fast = Gato(_options(dtype='bfloat16'), VOCAB, nnx.Rngs(1))
   nnx.update(fast, nnx.state(model, nnx.Param))
   assert fast.stack.blocks.mlp.wi.get_value().dtype == jnp.float32
   batch = _batch()
@@ -200,7 +207,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits(model):
 
 
 def test_a_key_turns_on_dropout_and_without_one_the_model_is_deterministic():
-  model = Gato(_config(dropout_rate=0.1), VOCAB, nnx.Rngs(0))
+  model = Gato(_options(dropout_rate=0.1), VOCAB, nnx.Rngs(0))
   batch = _batch()
   batch['kinds'][batch['kinds'] == Kind.IMAGE] = Kind.TEXT  # No patch position sampling.
   np.testing.assert_array_equal(_forward(model, batch), _forward(model, batch))
@@ -226,7 +233,26 @@ def test_bad_model_options_name_their_config_key(key, value):
   config = _config()
   config[key] = value
   with pytest.raises(ValueError, match=f'model.{key}'):
-    validate_config(config)
+    ModelOptions.from_model_config(config)
+
+
+def test_model_options_are_typed_and_stay_valid():
+  config = _config(remat='names', remat_save='query, context')
+  options = ModelOptions.from_config(ml_collections.ConfigDict({'model': config}))
+  assert options.remat_save == ('query', 'context') and options.remat_offload == ()
+  assert options.vocab_rows(VOCAB) == 2432 and options.vocab_rows(2432) == 2432
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.remat = 'full'
+  # A changed copy is checked like the config it came from.
+  with pytest.raises(ValueError, match="model.remat_save is set, which needs model.remat='names'"):
+    dataclasses.replace(options, remat='full')
+  # Unknown and missing keys are named too.
+  config.extra = 1
+  with pytest.raises(ValueError, match='model.extra is not a model option'):
+    ModelOptions.from_model_config(config)
+  del config['extra'], config['position_encoding']
+  with pytest.raises(ValueError, match='model.position_encoding is missing'):
+    ModelOptions.from_model_config(config)
 
 
 # -- loss -----------------------------------------------------------------------------------

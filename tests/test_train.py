@@ -142,7 +142,9 @@ def test_state_is_born_sharded_and_fsdp_mistakes_fail_loudly():
   config = tiny_config(**{'mesh.data': 2, 'mesh.fsdp': 4})
   mesh = sharding.make_mesh(config)
   tx = optimizer.make_optimizer(config)
-  _, params, opt_state, _, _ = train.create_train_state(config, mesh, tx)
+  layout = train.abstract_train_state(config, mesh, tx)
+  params, opt_state = train.init_train_state(config, mesh, tx, layout)
+  assert layout.shardings.params['embedder']['tokens'].get_value().spec[1] == 'fsdp'
   table = params['embedder']['tokens'].get_value()
   assert table.sharding.spec[1] == 'fsdp'
   assert table.addressable_shards[0].data.shape == (table.shape[0], table.shape[1] // 4)
@@ -157,7 +159,7 @@ def test_state_is_born_sharded_and_fsdp_mistakes_fail_loudly():
   config.axis_rules = rules
   config.fsdp_min_param_size = 1000
   with pytest.raises(ValueError, match='mesh.fsdp=4 but .* replicated'):
-    train.create_train_state(config, mesh, tx)
+    train.abstract_train_state(config, mesh, tx)
 
 
 @pytest.mark.parametrize('normalization', ['tokens', 'sequences'])
@@ -171,15 +173,16 @@ def test_gradient_accumulation_matches_one_big_batch(normalization):
   image = (batch['kinds'] == tokenizer.TokenKind.IMAGE)[..., None]
   batch['patch_positions'] = np.where(image, [3, 4, 5, 6], 0).astype(np.int32)
   batch['loss_mask'] = (np.arange(32) % 3 > 0).astype(np.int32)[None].repeat(8, 0)
-  graphdef, params, opt_state, _, _ = train.create_train_state(config, mesh, tx)
+  layout = train.abstract_train_state(config, mesh, tx)
+  state = train.init_train_state(config, mesh, tx, layout)
   with sharding.axis_rules(mesh, config.axis_rules):
     placed = sharding.shard_batch(batch, mesh, config.axis_rules)
     results = []
     for accum in (1, 4):
       config.grad_accum_steps = accum
-      step = jax.jit(train.make_train_step(config, graphdef, tx))
-      new_params, _, m = step(params, opt_state, placed, 0)
-      results.append((jax.device_get(nnx.to_pure_dict(new_params)), jax.device_get(m)))
+      step = jax.jit(train.make_train_step(config, layout.graphdef, tx))
+      new_state, m = step(state, placed, 0)
+      results.append((jax.device_get(nnx.to_pure_dict(new_state.params)), jax.device_get(m)))
   (p1, m1), (p4, m4) = results
   np.testing.assert_allclose(m4['loss'], m1['loss'], rtol=1e-5)
   np.testing.assert_allclose(m4['grad_norm'], m1['grad_norm'], rtol=1e-4)

@@ -16,15 +16,15 @@ from gato_jax.model.gato import (
   checkpoint_differences,
   count_params,
   from_config,
-  validate_config,
 )
+from gato_jax.model.options import ModelOptions
 
 __all__ = [
   'EXECUTION_KEYS',
   'Gato',
+  'ModelOptions',
   'check_task_fits',
   'checkpoint_differences',
   'count_params',
   'from_config',
-  'validate_config',
 ]

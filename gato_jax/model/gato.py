@@ -1,4 +1,7 @@
-"""Gato: the embedder, the decoder stack and the tied output layer, built from config.
+"""Gato: the embedder, the decoder stack and the tied output layer, built from its options.
+
+`from_config` builds it from a run's config: ModelOptions (options.py) checks `config.model`,
+the tokenizer section gives the vocabulary.
 
 The output layer reuses the token table (tied embeddings). The table has
 `vocab_rows = vocab_size` rounded up to a multiple of `model.vocab_multiple` (128 by
@@ -16,67 +19,13 @@ import ml_collections
 from flax import nnx
 
 from gato_jax import sharding, specs, tokenizer
-from gato_jax.model import splash
-from gato_jax.model.embedding import VALUE_EMBEDDING_INITS, Embedder
-from gato_jax.model.transformer import (
-    ATTENTION_IMPLEMENTATIONS,
-    POSITION_ENCODINGS,
-    REMAT_NAMES,
-    REMAT_POLICIES,
-    DecoderStack,
-    StackOptions,
-)
+from gato_jax.model.embedding import Embedder
+from gato_jax.model.options import DTYPES, ModelOptions
+from gato_jax.model.transformer import DecoderStack, StackOptions
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 PADDED_LOGIT = -1e9  # Finite, so that 0 * logit never makes a NaN.
 
 Cache = dict[str, jax.Array]
-
-
-def validate_config(model: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad `model.*` key; run once at start-up."""
-  positive = ('num_layers', 'd_model', 'num_heads', 'head_dim', 'mlp_dim', 'local_positions',
-              'resnet_channels', 'resnet_groups', 'vocab_multiple', 'max_length')
-  for key in positive:
-    value = model.get(key)
-    if not isinstance(value, int) or value <= 0:
-      raise ValueError(f'config key model.{key} must be a positive int, got {value!r}')
-  if not 0.0 <= model.dropout_rate < 1.0:
-    raise ValueError(f'config key model.dropout_rate must be in [0, 1), got {model.dropout_rate}')
-  choices = {'dtype': DTYPES, 'param_dtype': DTYPES, 'remat': REMAT_POLICIES,
-             'attention': ATTENTION_IMPLEMENTATIONS, 'value_embedding_init': VALUE_EMBEDDING_INITS,
-             'position_encoding': POSITION_ENCODINGS}
-  for key, allowed in choices.items():
-    if model.get(key) not in allowed:
-      raise ValueError(f'config key model.{key} must be one of {sorted(allowed)}, '
-                       f'got {model.get(key)!r}')
-  for key in ('scan_layers', 'remat_patches'):
-    if not isinstance(model.get(key), bool):
-      raise ValueError(f'config key model.{key} must be a bool, got {model.get(key)!r}')
-  chunks = model.get('loss_chunks')
-  if not isinstance(chunks, int) or chunks <= 0 or model.max_length % chunks:
-    raise ValueError(f'config key model.loss_chunks must be a positive int dividing '
-                     f'model.max_length ({model.max_length}), got {chunks!r}')
-  for key in ('remat_save', 'remat_offload'):
-    unknown = [n for n in names(model.get(key)) if n not in REMAT_NAMES]
-    if unknown:
-      raise ValueError(f'config key model.{key} names unknown tensors {unknown}; known: '
-                       f'{list(REMAT_NAMES)}')
-    if names(model.get(key)) and model.remat != 'names':
-      raise ValueError(f"config key model.{key} is set, which needs model.remat='names' "
-                       f'(it is {model.remat!r})')
-  both = set(names(model.remat_save)) & set(names(model.remat_offload))
-  if both:
-    raise ValueError(f'config keys model.remat_save and model.remat_offload both name '
-                     f'{sorted(both)}')
-  if model.attention == 'splash':
-    splash.block_size(model.max_length)
-  if model.position_encoding == 'rope' and model.head_dim % 2:
-    raise ValueError(f'config key model.head_dim must be even for '
-                     f"model.position_encoding='rope', got {model.head_dim}")
-  if model.resnet_channels % model.resnet_groups:
-    raise ValueError(f'config key model.resnet_channels ({model.resnet_channels}) must be a '
-                     f'multiple of model.resnet_groups ({model.resnet_groups})')
 
 
 # model.* keys that change how a step runs (memory, kernels, compile time, training-only
@@ -106,13 +55,11 @@ def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> lis
   return differ
 
 
-def names(value: str) -> tuple[str, ...]:
-  """'a, b' -> ('a', 'b'): the comma-separated lists of remat_save and remat_offload."""
-  return tuple(n.strip() for n in (value or '').split(',') if n.strip())
-
-
-def check_task_fits(spec: specs.TaskSpec, model: ml_collections.ConfigDict) -> None:
+def check_task_fits(spec: specs.TaskSpec, model: ModelOptions | ml_collections.ConfigDict
+                    ) -> None:
   """Raises if a task's observation has more tokens than the local position table has rows.
+
+  `model`: the ModelOptions, or the `config.model` section they are made from.
 
   Inside jit an index past the table would silently reuse its last row, so the pipeline and
   the evaluator call this for every task before any of its data reaches the model.
@@ -128,28 +75,28 @@ def check_task_fits(spec: specs.TaskSpec, model: ml_collections.ConfigDict) -> N
 class Gato(nnx.Module):
   """Next-token logits over the whole vocabulary for a batch of mixed-modality sequences."""
 
-  def __init__(self, model: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs,
+  def __init__(self, options: ModelOptions, vocab_size: int, rngs: nnx.Rngs,
                first_value_row: int | None = None):
     """`first_value_row`: the continuous-value offset, which `value_embedding_init` needs."""
-    validate_config(model)
-    ordinal = model.value_embedding_init == 'ordinal'
+    ordinal = options.value_embedding_init == 'ordinal'
     if ordinal and first_value_row is None:
       raise ValueError("config key model.value_embedding_init='ordinal' needs the token "
                        'layout: build the model with gato.from_config')
     self.vocab_size = vocab_size
-    self.vocab_rows = -(-vocab_size // model.vocab_multiple) * model.vocab_multiple
-    self.max_length = model.max_length
+    self.vocab_rows = options.vocab_rows(vocab_size)
+    self.max_length = options.max_length
     self.options = StackOptions(
-        dtype=DTYPES[model.dtype], attention=model.attention, remat=model.remat,
-        remat_save=names(model.remat_save), remat_offload=names(model.remat_offload),
-        scan_layers=model.scan_layers, rope=model.position_encoding == 'rope')
-    param_dtype = DTYPES[model.param_dtype]
-    self.embedder = Embedder(self.vocab_rows, model.d_model, model.local_positions,
-                             model.resnet_channels, model.resnet_groups, rngs, param_dtype,
-                             first_value_row if ordinal else None, model.remat_patches)
-    self.dropout = nnx.Dropout(model.dropout_rate)
-    self.stack = DecoderStack(model.num_layers, model.d_model, model.num_heads, model.head_dim,
-                              model.mlp_dim, model.dropout_rate, rngs, param_dtype)
+        dtype=DTYPES[options.dtype], attention=options.attention, remat=options.remat,
+        remat_save=options.remat_save, remat_offload=options.remat_offload,
+        scan_layers=options.scan_layers, rope=options.position_encoding == 'rope')
+    param_dtype = DTYPES[options.param_dtype]
+    self.embedder = Embedder(self.vocab_rows, options.d_model, options.local_positions,
+                             options.resnet_channels, options.resnet_groups, rngs, param_dtype,
+                             first_value_row if ordinal else None, options.remat_patches)
+    self.dropout = nnx.Dropout(options.dropout_rate)
+    self.stack = DecoderStack(options.num_layers, options.d_model, options.num_heads,
+                              options.head_dim, options.mlp_dim, options.dropout_rate, rngs,
+                              param_dtype)
 
   def __call__(self, batch: dict[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
     """float32 logits [B, L, vocab_rows]; logits at t predict tokens[t + 1].
@@ -211,7 +158,7 @@ class Gato(nnx.Module):
 def from_config(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Gato:
   """The model a run's config describes: `config.model`, vocabulary from `config.tokenizer`."""
   layout = tokenizer.layout_from_config(config)
-  return Gato(config.model, layout.vocab_size, rngs, layout.continuous_offset)
+  return Gato(ModelOptions.from_config(config), layout.vocab_size, rngs, layout.continuous_offset)
 
 
 def count_params(model: Any) -> int:
