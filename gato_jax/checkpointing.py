@@ -34,7 +34,7 @@ from etils import epath
 from flax import nnx
 
 from gato_jax.data import DataIterator
-from gato_jax.model import checkpoint_differences
+from gato_jax.model import Difference, checkpoint_differences
 
 ITEMS = ('params', 'opt_state', 'data', 'meta')
 State = TypeVar('State')  # The trainer's TrainState: a NamedTuple of (params, opt_state).
@@ -223,8 +223,9 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     return
   differ = model_differences(config, workdir, steps[-1])
   if differ:
+    settings = '; '.join(map(str, differ))
     raise ValueError(
-      f'{workdir} holds a run of another model (checkpoint {steps[-1]}): {"; ".join(differ)}. '
+      f'{workdir} holds a run of another model (checkpoint {steps[-1]}): {settings}. '
       'Use a new --workdir, or the run\'s own settings to resume it'
     )
 
@@ -342,7 +343,9 @@ def read_meta(workdir: str, step: int) -> dict[str, Any]:
     return checkpointer.restore(path)
 
 
-def model_differences(config: ml_collections.ConfigDict, workdir: str, step: int) -> list[str]:
+def model_differences(
+  config: ml_collections.ConfigDict, workdir: str, step: int
+) -> list[Difference]:
   """Where `config` describes another model than checkpoint `step` holds.
 
   The rule is model.checkpoint_differences; the trainer's resume and the evaluator use it.

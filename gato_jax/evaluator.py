@@ -47,7 +47,7 @@ from ml_collections import config_flags
 from gato_jax import checkpointing, policy, reporting, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs import runner
-from gato_jax.model import check_task_fits, from_config
+from gato_jax.model import ModelOptions, check_task_fits, from_config
 
 POLICIES = ('gato', 'expert', 'random')
 # Config sections whose keys can fix the model a checkpoint holds (model.checkpoint_differences).
@@ -150,7 +150,7 @@ def evaluate_task(
 
   e, data_dir = config.eval, config.data.data_dir
   spec = specs.get_spec(task)
-  check_task_fits(spec, config.model)
+  check_task_fits(spec, ModelOptions.from_config(config))
   task_tokenizer = spec.tokenizer(tok.layout_from_config(config), vocabulary)
   references = episodes.read_metadata(task, data_dir)
   if policy_kind == 'gato':
@@ -182,9 +182,10 @@ def evaluate(
   """Every task of `config.eval`; returns {'tasks': {...}, 'aggregate': {...}}."""
   vocabulary = None
   names = eval_tasks(config)
+  options = ModelOptions.from_config(config)
   for task in names:
     spec = specs.get_spec(task)
-    check_task_fits(spec, config.model)  # Every task before the first episode runs.
+    check_task_fits(spec, options)  # Every task before the first episode runs.
     if vocabulary is None and any(isinstance(f, tok.TextField) for f in spec.observation):
       vocabulary = tok.vocabulary_from_config(config)
   task_results = {}
@@ -213,8 +214,7 @@ def run_config(
   used as it is (logged by checkpointing.model_differences).
   """
   differ = checkpointing.model_differences(config, workdir, step)
-  keys = [line.split(':', 1)[0] for line in differ]  # 'model.KEY: checkpoint X, config Y'.
-  refused = [line for key, line in zip(keys, differ, strict=True) if key in explicit]
+  refused = [str(d) for d in differ if d.key in explicit]
   if refused:
     raise ValueError(
       f'checkpoint {step} in {workdir} was trained as another model than the command line '
@@ -225,10 +225,10 @@ def run_config(
   saved = checkpointing.read_config(workdir, step)
   out = copy.deepcopy(config)
   with out.ignore_type():  # JSON keeps ints and floats apart less strictly than ConfigDict.
-    for key, line in zip(keys, differ, strict=True):
-      section, name = key.split('.')
+    for d in differ:
+      section, name = d.key.split('.')
       out[section][name] = saved[section][name]
-      print(f"checkpoint {step}: {line}: using the checkpoint's", flush=True)
+      print(f"checkpoint {step}: {d}: using the checkpoint's", flush=True)
   return out
 
 

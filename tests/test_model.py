@@ -328,9 +328,9 @@ def test_loss_ignores_logits_at_non_target_positions():
 
 def test_a_task_longer_than_the_local_position_table_is_refused():
   from configs import models
-  from gato_jax.model import check_task_fits
+  from gato_jax.model import ModelOptions, check_task_fits
 
-  model_config = models.model_config('demo')
+  model_config = ModelOptions.from_model_config(models.model_config('demo'))
   small = specs.TaskSpec(
     'small', [tokenizer.DiscreteField('x', (10,))], tokenizer.DiscreteField('action')
   )

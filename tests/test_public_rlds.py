@@ -253,10 +253,10 @@ def test_a_wrong_fractal_mapping_names_dataset_episode_and_field(
 def test_dataset_only_specs_have_no_env_and_fit_the_paper_model():
   from configs import models
   from gato_jax import envs
-  from gato_jax.model import check_task_fits
+  from gato_jax.model import ModelOptions, check_task_fits
 
   assert 'oxe_fractal' not in envs.task_names()
-  model = models.model_config('1b2')
+  model = ModelOptions.from_model_config(models.model_config('1b2'))
   for name, spec in specs.DATASET_SPECS.items():
     assert specs.get_spec(name) is spec
     check_task_fits(spec, model)  # Raises past the 1b2 model's 512 local positions.

@@ -83,7 +83,7 @@ def check_tasks(config: Any) -> None:
   """Every episode task fits the model, and a timestep fits a sequence, before any step."""
   for task in tasks.episode_tasks(config.data.mixture):
     spec = specs.get_spec(task)
-    gato_model.check_task_fits(spec, config.model)
+    gato_model.check_task_fits(spec, gato_model.ModelOptions.from_config(config))
     if spec.tokens_per_timestep > config.model.max_length:
       raise ValueError(
         f'task {task}: one timestep is {spec.tokens_per_timestep} tokens, more than config '

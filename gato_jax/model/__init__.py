@@ -11,6 +11,7 @@ local_positions > 0. Logits at t predict tokens[t + 1] (loss.next_token_loss).
 
 from gato_jax.model.gato import (
   EXECUTION_KEYS,
+  Difference,
   Gato,
   check_task_fits,
   checkpoint_differences,
@@ -21,6 +22,7 @@ from gato_jax.model.options import ModelOptions
 
 __all__ = [
   'EXECUTION_KEYS',
+  'Difference',
   'Gato',
   'ModelOptions',
   'check_task_fits',

@@ -11,7 +11,7 @@ logits of the padding rows are set to -1e9, so no loss or sampling ever picks th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,30 +36,38 @@ EXECUTION_KEYS = frozenset({
     'attention', 'dropout_rate', 'dtype', 'param_dtype', 'max_length'})
 
 
-def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> list[str]:
-  """'model.KEY: checkpoint X, config Y' for each setting that changes what a model computes.
+class Difference(NamedTuple):
+  """One setting in which a config describes another model than a checkpoint holds."""
+
+  key: str  # 'model.position_encoding', 'tokenizer.text_vocab_size'.
+  checkpoint: Any
+  config: Any
+
+  def __str__(self) -> str:
+    return f'{self.key}: checkpoint {self.checkpoint!r}, config {self.config!r}'
+
+
+def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Difference]:
+  """Each setting in which `config` changes what a checkpoint's parameters compute.
 
   `saved` is the config a checkpoint's `meta` item recorded (a dict or ConfigDict). Keys
   it does not have (checkpoints older than the key) are not compared.
   """
   saved_model = dict(saved.get('model') or {})
   differ = [
-      f'model.{k}: checkpoint {saved_model[k]!r}, config {config.model.get(k)!r}'
+      Difference(f'model.{k}', saved_model[k], config.model.get(k))
       for k in sorted(config.model.keys())
       if k not in EXECUTION_KEYS and k in saved_model and saved_model[k] != config.model[k]
   ]
   saved_vocab = dict(saved.get('tokenizer') or {}).get('text_vocab_size')
   if saved_vocab is not None and saved_vocab != config.tokenizer.text_vocab_size:
-    differ.append(f'tokenizer.text_vocab_size: checkpoint {saved_vocab}, '
-                  f'config {config.tokenizer.text_vocab_size}')
+    differ.append(Difference('tokenizer.text_vocab_size', saved_vocab,
+                             config.tokenizer.text_vocab_size))
   return differ
 
 
-def check_task_fits(spec: specs.TaskSpec, model: ModelOptions | ml_collections.ConfigDict
-                    ) -> None:
+def check_task_fits(spec: specs.TaskSpec, model: ModelOptions) -> None:
   """Raises if a task's observation has more tokens than the local position table has rows.
-
-  `model`: the ModelOptions, or the `config.model` section they are made from.
 
   Inside jit an index past the table would silently reuse its last row, so the pipeline and
   the evaluator call this for every task before any of its data reaches the model.
