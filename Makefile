@@ -38,7 +38,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	@# One worker per core, at most 4: each worker imports its own JAX and TensorFlow.
+	$(PY) -m pytest -q -n auto --maxprocesses=4 tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.tokenize

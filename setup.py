@@ -44,7 +44,7 @@ setuptools.setup(
       'minigrid>=3.2,<3.3',
       'gymnasium[classic-control,box2d]>=1.4,<1.5',
     ],
-    'dev': ['pytest>=8', 'hypothesis>=6.100', 'ruff>=0.15'],
+    'dev': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'ruff>=0.15'],
     # `tensorboard --logdir WORKDIR`: the trainer's scalars and, with the profile plugin,
     # the traces of config.profile_steps.
     'viz': ['tensorboard>=2.21,<2.22', 'tensorboard-plugin-profile>=2.24,<2.25'],
