@@ -127,6 +127,9 @@ def write_checksums(directory: epath.PathLike) -> None:
   (directory / CHECKSUMS).write_text(json.dumps({'algorithm': 'sha256', 'files': files}))
 
 
+_UNVERIFIED: set[str] = set()
+
+
 def verify_step(workdir: str, step: int, items: tuple[str, ...] = ITEMS) -> bool:
   """True when `items` of `step` match their checksums; False (warned) when it has none.
 
@@ -138,8 +141,10 @@ def verify_step(workdir: str, step: int, items: tuple[str, ...] = ITEMS) -> bool
   directory = epath.Path(step_dir(workdir, step))
   path = directory / CHECKSUMS
   if not path.exists():
-    logging.warning('checkpoint %d has no %s (saved before checksums were written): '
-                    'restoring it unverified', step, path)
+    if os.fspath(path) not in _UNVERIFIED:  # Once per step, however often it is read.
+      _UNVERIFIED.add(os.fspath(path))
+      logging.warning('checkpoint %d has no %s (saved before checksums were written): '
+                      'restoring it unverified', step, path)
     return False
   try:
     files = json.loads(path.read_text())['files']
