@@ -297,12 +297,12 @@ class Checkpoints:
       raise RuntimeError(self._failure(saving, now, e)) from e
 
   def _failure(self, saving: int, now: int | None, error: Exception) -> str:
-    when = f'found at step {now}' if now is not None and now != saving else 'found at once'
+    when = f' (found at step {now})' if now is not None and now != saving else ''
     good = [s for s in complete_steps(self.workdir) if s != saving]
     last = (f'the last complete checkpoint is step {good[-1]}, which a restart resumes from'
-            if good else 'no complete checkpoint is left: a restart starts from step 0')
-    return (f'saving checkpoint {saving} to {step_dir(self.workdir, saving)} failed '
-            f'({when}): {type(error).__name__}: {error}. Stopping; {last}')
+            if good else 'no complete checkpoint is left: a restart begins at step 0')
+    return (f'saving checkpoint {saving} to {step_dir(self.workdir, saving)} failed{when}: '
+            f'{type(error).__name__}: {error}. Stopping; {last}')
 
   def restore(self, step: int, params: nnx.State, opt_state: Any) -> tuple[Any, dict[str, Any]]:
     """(opt_state, meta) of `step`; `params` is updated in place.
@@ -442,8 +442,10 @@ def restore_or_init(
 ) -> tuple[State, int, DataIterator]:
   """(state, step, iterator) of the newest complete checkpoint, or `init()` at step 0.
 
-  `abstract` is the state's ShapeDtypeStructs with the *current* mesh's shardings: the
-  restored arrays are read straight into those shards, and nothing is initialized first.
+  The newest step is the newest that verifies (`newest_good_step`): a damaged one is
+  logged, named and set aside. `abstract` is the state's ShapeDtypeStructs with the
+  *current* mesh's shardings: the restored arrays are read straight into those shards,
+  and nothing is initialized first.
   The data stream continues where it stopped when the process count is the saving run's;
   otherwise (other processes read other shards) it restarts from `make_iterator(seed)`
   with a seed drawn from `seed` and the step.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -240,9 +241,19 @@ def test_the_trainer_skips_a_corrupt_newest_step_and_resumes_from_the_one_before
   shutil.copytree(os.path.join(ckpt, '5'), os.path.join(ckpt, '3'))  # An older, intact step.
   victim = largest_params_file(workdir, 5)
   flip_bytes(victim)
+  _, _, params, opt_state = sharded_state(mesh_config(8, 1, 1), seed=7)
+  abstract = checkpointing.abstract_like(train.TrainState(params, opt_state))
+
+  def never(*args):
+    raise AssertionError('an intact older step is restored, not a fresh state')
+
   checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
-  assert checkpointing.newest_good_step(checkpoints) == 3
+  state, step, _ = checkpointing.restore_or_init(
+    checkpoints, abstract, never, data.make_iterator(saved[1], 4), never, 0)
   checkpoints.close()
+  assert step == 3
+  for a, b in zip(leaves(state.params), saved[2], strict=True):
+    np.testing.assert_array_equal(a, b)
   assert f'checkpoint 5 is damaged: {victim} differs' in caplog.text
   assert 'resuming from checkpoint 3' in caplog.text
   # Set aside to inspect, so that a restart neither loops on it nor finds step 5 taken.
@@ -289,8 +300,21 @@ def test_a_failed_async_save_stops_the_run_at_the_next_step(tmp_path, monkeypatc
       time.sleep(0.05)
   message = str(error.value)
   assert f'saving checkpoint 6 to {checkpointing.step_dir(workdir, 6)} failed' in message
-  assert 'found at step' in message and 'No space left on device' in message
+  assert 'failed (found at step' in message and 'No space left on device' in message
   assert 'the last complete checkpoint is step 3' in message
   checkpoints.close()  # Reported once: closing the run does not raise it again.
   assert checkpointing.complete_steps(workdir) == [3]
   assert checkpointing.verify_step(workdir, 3)
+
+
+def test_a_synchronous_save_is_complete_and_verified_when_save_returns(tmp_path):
+  checkpoints = checkpointing.Checkpoints(str(tmp_path), max_to_keep=2, asynchronous=False)
+  params = nnx.State({'w': nnx.Param(jax.numpy.arange(8.0))})
+  checkpoints.save(2, params, {'mu': jax.numpy.ones(8)}, FakeIterator(), {'step': 2})
+  assert checkpointing.complete_steps(str(tmp_path)) == [2]
+  assert checkpointing.verify_step(str(tmp_path), 2)
+  with open(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'checksums.json')) as f:
+    files = json.load(f)['files']
+  assert {name.split('/')[0] for name in files} == {'params', 'opt_state', 'data', 'meta'}
+  assert 'data/position' in files
+  checkpoints.close()
