@@ -325,9 +325,11 @@ def check_workdir(workdir: str) -> None:
       ' (start the evaluator once the trainer has created it)'
     )
   for directory in (reporting.eval_dir(workdir), os.path.join(workdir, 'tensorboard', 'eval')):
-    probe = os.path.join(directory, f'.writable-{os.getpid()}')
+    existing = directory  # Probed where it would be created: nothing is left behind.
+    while not tf.io.gfile.exists(existing) and existing != workdir:
+      existing = os.path.dirname(existing)
+    probe = os.path.join(existing, f'.writable-{os.getpid()}')
     try:
-      tf.io.gfile.makedirs(directory)
       with tf.io.gfile.GFile(probe, 'w') as f:
         f.write('')
       tf.io.gfile.remove(probe)
