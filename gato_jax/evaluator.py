@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -384,12 +385,23 @@ def evaluate_checkpoint(
 
 
 def pending_steps(workdir: str) -> list[int]:
-  """Complete checkpoints without a result yet, oldest first (a restarted watcher resumes)."""
-  return [
-    s
-    for s in checkpointing.complete_steps(workdir)
-    if not tf.io.gfile.exists(reporting.result_path(workdir, s))
-  ]
+  """Complete checkpoints without a result yet, oldest first (a restarted watcher resumes).
+
+  A step whose result is an `error` is pending again once the step was written after that
+  result: the trainer set a damaged step aside and saved it afresh.
+  """
+  return [s for s in checkpointing.complete_steps(workdir) if not scored(workdir, s)]
+
+
+def scored(workdir: str, step: int) -> bool:
+  path = reporting.result_path(workdir, step)
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    if 'error' not in json.load(f):
+      return True
+  rewritten = tf.io.gfile.stat(checkpointing.step_dir(workdir, step)).mtime_nsec
+  return rewritten <= tf.io.gfile.stat(path).mtime_nsec
 
 
 def watch(

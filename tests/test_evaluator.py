@@ -448,6 +448,13 @@ def test_damaged_and_unreadable_checkpoints_are_recorded_and_the_watcher_moves_o
   assert results[7]['error'] and results[7]['step'] == 7
   shutil.rmtree(checkpointing.step_dir(workdir, 7))
   assert evaluator.newest_good_step(workdir) == 3
+  assert evaluator.pending_steps(workdir) == []  # A restarted watcher skips them all...
+  # ...but a step the trainer set aside and saved afresh is scored again.
+  shutil.rmtree(checkpointing.step_dir(workdir, 5))
+  save_params(tmp_path, 5, model, {'step': 5, **meta})
+  later = os.stat(tmp_path / 'eval' / '5.json').st_mtime + 5
+  os.utime(checkpointing.step_dir(workdir, 5), (later, later))
+  assert evaluator.pending_steps(workdir) == [5]
 
 
 def test_an_unwritable_eval_dir_or_a_missing_workdir_fails_before_any_episode(tmp_path):
