@@ -148,6 +148,9 @@ def eval_config(tasks: str = '', **overrides) -> ml_collections.ConfigDict:
       'max_failures': -1,  # Env failures tolerated per task before it errors; -1 = episodes.
       'poll_seconds': 30.0,  # How often the watcher looks for new checkpoints.
       'wait_seconds': 3600.0,  # How long --step waits for a checkpoint still being written.
+      # A checkpoint being written counts as alive while a file of its tmp directory changed
+      # within this many seconds; older, it is a dead trainer's leftover and is not waited on.
+      'writer_alive_seconds': 600.0,
     }
   )
   evaluation.update(overrides)

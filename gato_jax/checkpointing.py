@@ -14,14 +14,25 @@ once every item of every process is written (on object stores it writes
 `commit_success.txt` instead), so a run killed mid-write leaves no directory that
 `complete_steps` lists. Arrays are always restored onto the shardings of the *caller's*
 arrays, so a checkpoint saved on one mesh or process count restores onto any other.
+
+Integrity: process 0 writes `<step>/checksums.json` (the size and sha256 of every file of
+the four items) inside the tmp directory, after every process's writes and before Orbax's
+rename, so a step is complete only with its checksums. Restores verify them first: a step
+with a flipped byte, a truncated or a missing file is named and skipped, and the trainer
+resumes from the newest step that verifies (`restore_or_init`), moving the damaged one to
+`WORKDIR/damaged_checkpoints/`. A step saved before checksums were written restores with a
+warning that it is unverified. A failed asynchronous save (a full disk) stops the run at the
+next step, naming the step and the cause (`Checkpoints.check`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging as pylogging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,11 +43,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from gato_jax.data import DataIterator
 from gato_jax.model import Difference, checkpoint_differences
 
 ITEMS = ('params', 'opt_state', 'data', 'meta')
+CHECKSUMS = 'checksums.json'  # In each step directory: {'files': {path: {size, sha256}}}.
+DAMAGED = 'damaged_checkpoints'  # WORKDIR/<this>/<step>: steps the trainer set aside.
 State = TypeVar('State')  # The trainer's TrainState: a NamedTuple of (params, opt_state).
 
 
@@ -61,6 +75,95 @@ def complete_steps(workdir: str) -> list[int]:
   if not epath.Path(directory).exists():
     return []
   return sorted(ocp.path.step.checkpoint_steps(directory))
+
+
+# ----------------------------------------------------------------------------------------
+# Integrity: checksums written at save time, verified before a restore
+# ----------------------------------------------------------------------------------------
+
+
+class DamagedCheckpoint(ValueError):
+  """A step whose files differ from the checksums recorded when it was saved."""
+
+
+def _files(directory: epath.Path, items: tuple[str, ...]) -> list[str]:
+  """Every file under `directory`'s item sub-directories, as sorted relative paths."""
+  found = []
+
+  def walk(path: epath.Path, relative: str) -> None:
+    for child in path.iterdir():
+      name = f'{relative}/{child.name}'
+      if child.is_dir():
+        walk(child, name)
+      else:
+        found.append(name)
+
+  for item in items:
+    if (directory / item).is_dir():
+      walk(directory / item, item)
+  return sorted(found)
+
+
+def file_sha256(path: epath.Path) -> str:
+  """Streamed in 4 MiB blocks: hashlib releases the GIL, so the train loop runs on meanwhile."""
+  digest = hashlib.sha256()
+  with path.open('rb') as f:
+    while block := f.read(4 << 20):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def write_checksums(directory: epath.PathLike) -> None:
+  """Records size and sha256 of every file of the step's items in `directory/checksums.json`.
+
+  Orbax's own metadata files (`_CHECKPOINT_METADATA`, `commit_success.txt`) are left out:
+  Orbax may rewrite them when it commits the step.
+  """
+  directory = epath.Path(directory)
+  files = {
+    name: {'size': (directory / name).stat().length, 'sha256': file_sha256(directory / name)}
+    for name in _files(directory, ITEMS)
+  }
+  (directory / CHECKSUMS).write_text(json.dumps({'algorithm': 'sha256', 'files': files}))
+
+
+_UNVERIFIED: set[str] = set()
+
+
+def verify_step(workdir: str, step: int, items: tuple[str, ...] = ITEMS) -> bool:
+  """True when `items` of `step` match their checksums; False (warned) when it has none.
+
+  Raises DamagedCheckpoint naming the step and the first file that is missing, of another
+  size (truncated) or of other bytes (corrupt) than when it was saved. A step saved before
+  checksums were written has no `checksums.json`: it is restored, unverified, with a
+  warning, so that old runs still resume and score.
+  """
+  directory = epath.Path(step_dir(workdir, step))
+  path = directory / CHECKSUMS
+  if not path.exists():
+    if os.fspath(path) not in _UNVERIFIED:  # Once per step, however often it is read.
+      _UNVERIFIED.add(os.fspath(path))
+      logging.warning('checkpoint %d has no %s (saved before checksums were written): '
+                      'restoring it unverified', step, path)
+    return False
+  try:
+    files = json.loads(path.read_text())['files']
+  except (ValueError, KeyError) as e:
+    raise DamagedCheckpoint(f'checkpoint {step} is damaged: {path} is unreadable ({e})') from e
+  for name, saved in files.items():
+    if name.split('/')[0] not in items:
+      continue
+    file = directory / name
+    if not file.exists():
+      problem = 'is missing'
+    elif (size := file.stat().length) != saved['size']:
+      problem = f'has {size} bytes, {saved["size"]} when saved (truncated or overwritten)'
+    elif file_sha256(file) != saved['sha256']:
+      problem = 'differs from the bytes saved (its sha256 does not match checksums.json)'
+    else:
+      continue
+    raise DamagedCheckpoint(f'checkpoint {step} is damaged: {file} {problem}')
+  return True
 
 
 # ----------------------------------------------------------------------------------------
@@ -105,13 +208,22 @@ def abstract_like(tree: Any) -> Any:
 
 
 class Checkpoints:
-  """The run's CheckpointManager: asynchronous sharded saves, the newest `max_to_keep` kept."""
+  """The run's CheckpointManager: asynchronous sharded saves, the newest `max_to_keep` kept.
+
+  Orbax's writer is always the asynchronous one, because only it runs a hook on process 0
+  after every process has written and before the step is committed: that hook writes
+  `checksums.json`. `asynchronous=False` waits for each save before `save` returns.
+  """
 
   def __init__(self, workdir: str, max_to_keep: int, asynchronous: bool = True):
     self.workdir = workdir
+    self.asynchronous = asynchronous
+    self._writing: int | None = None  # The step the commit hook is writing checksums of.
+    self._in_flight: int | None = None  # The step saved and not yet checked for errors.
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
-      enable_async_checkpointing=asynchronous,
+      enable_async_checkpointing=True,
+      async_options=ocp.AsyncOptions(post_finalization_callback=self._write_checksums),
       cleanup_tmp_directories=True,  # Leftovers of a run killed mid-write.
       create=True,
     )
@@ -136,13 +248,61 @@ class Checkpoints:
     meta: dict[str, Any],
   ) -> None:
     """Starts an asynchronous save; returns once device arrays are copied to host."""
+    self._finish(step)  # The previous save's failure, if any, is reported first.
     args = ocp.args.Composite(
       params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
       opt_state=ocp.args.StandardSave(opt_state),
       data=DataSave(iterator),
       meta=ocp.args.JsonSave(meta),
     )
-    self.manager.save(step, args=args, force=True)
+    self._writing = step
+    try:
+      self.manager.save(step, args=args, force=True)
+    except Exception as e:
+      raise RuntimeError(self._failure(step, step, e)) from e
+    self._in_flight = step
+    if not self.asynchronous:
+      self._finish(step)
+
+  def _write_checksums(self) -> None:
+    """Orbax's post-finalization hook: process 0 only, every process's files written.
+
+    The step is still in its tmp directory (`<step>.orbax-checkpoint-tmp`) on a local
+    disk, or in `<step>` without `commit_success.txt` on an object store: either way the
+    checksums are in place before the step counts as complete. An error here (a full
+    disk) fails the save like any other write.
+    """
+    directory = epath.Path(checkpoint_dir(self.workdir))
+    pending = list(directory.glob(f'{self._writing}{ocp.path.step.TMP_DIR_SUFFIX}*'))
+    write_checksums(pending[0] if len(pending) == 1 else directory / str(self._writing))
+
+  def check(self, step: int) -> None:
+    """Raises RuntimeError once the last asynchronous save has failed; call it every step.
+
+    Orbax keeps a failed background save's error until the next save waits for it, many
+    steps later; this looks after every step instead, without waiting on a save in flight,
+    so that a full disk stops the run at the step after the failure.
+    """
+    if self._in_flight is not None and not self.manager.is_saving_in_progress():
+      self._finish(step)
+
+  def _finish(self, now: int | None) -> None:
+    """Waits for the save in flight; a failure raises RuntimeError naming step and cause."""
+    saving, self._in_flight = self._in_flight, None
+    if saving is None:
+      return
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      raise RuntimeError(self._failure(saving, now, e)) from e
+
+  def _failure(self, saving: int, now: int | None, error: Exception) -> str:
+    when = f' (found at step {now})' if now is not None and now != saving else ''
+    good = [s for s in complete_steps(self.workdir) if s != saving]
+    last = (f'the last complete checkpoint is step {good[-1]}, which a restart resumes from'
+            if good else 'no complete checkpoint is left: a restart begins at step 0')
+    return (f'saving checkpoint {saving} to {step_dir(self.workdir, saving)} failed{when}: '
+            f'{type(error).__name__}: {error}. Stopping; {last}')
 
   def restore(self, step: int, params: nnx.State, opt_state: Any) -> tuple[Any, dict[str, Any]]:
     """(opt_state, meta) of `step`; `params` is updated in place.
@@ -179,11 +339,48 @@ class Checkpoints:
     return self.manager.reached_preemption(step)
 
   def wait(self) -> None:
+    self._finish(None)
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the save in flight (its failure raises, naming it), then closes Orbax."""
+    try:
+      self._finish(None)
+    finally:
+      self.manager.close()
+
+  def verify(self, step: int) -> str | None:
+    """None when `step` verifies (or is an unverified old one); else what is damaged.
+
+    Process 0 reads the files and tells the others, so that every process of a pod takes
+    the same decision and the bytes are read once.
+    """
+    problem = ''
+    if jax.process_index() == 0:
+      try:
+        verify_step(self.workdir, step)
+      except DamagedCheckpoint as e:
+        problem = str(e)
+    if jax.process_count() > 1:
+      damaged = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
+      problem = problem or ('damaged (process 0 logged the file)' if damaged else '')
+    return problem or None
+
+  def set_aside(self, step: int) -> str:
+    """Moves a damaged step to WORKDIR/damaged_checkpoints/, where it is kept to inspect.
+
+    The run then saves that step afresh instead of Orbax refusing a step that exists.
+    """
+    target = epath.Path(self.workdir) / DAMAGED / str(step)
+    if target.exists():
+      target = target.parent / f'{step}-{time.strftime("%Y%m%d-%H%M%S")}'
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      epath.Path(step_dir(self.workdir, step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'gato_jax set aside checkpoint {step}')
+    self.manager.reload()
+    return os.fspath(target)
 
 
 def mesh_processes(mesh: jax.sharding.Mesh) -> list:
@@ -245,13 +442,15 @@ def restore_or_init(
 ) -> tuple[State, int, DataIterator]:
   """(state, step, iterator) of the newest complete checkpoint, or `init()` at step 0.
 
-  `abstract` is the state's ShapeDtypeStructs with the *current* mesh's shardings: the
-  restored arrays are read straight into those shards, and nothing is initialized first.
+  The newest step is the newest that verifies (`newest_good_step`): a damaged one is
+  logged, named and set aside. `abstract` is the state's ShapeDtypeStructs with the
+  *current* mesh's shardings: the restored arrays are read straight into those shards,
+  and nothing is initialized first.
   The data stream continues where it stopped when the process count is the saving run's;
   otherwise (other processes read other shards) it restarts from `make_iterator(seed)`
   with a seed drawn from `seed` and the step.
   """
-  step = checkpoints.latest_step()
+  step = newest_good_step(checkpoints)
   if step is None:
     return init(), 0, iterator
   params = jax.tree.map(lambda x: x, abstract.params)  # A copy that restore fills in.
@@ -266,6 +465,33 @@ def restore_or_init(
   logging.info('resumed from step %d (saved on mesh %s by %d processes)',
                step, saved['mesh'], saved['process_count'])
   return abstract._replace(params=params, opt_state=opt_state), step, iterator
+
+
+def newest_good_step(checkpoints: Checkpoints) -> int | None:
+  """The newest complete step that verifies; damaged newer ones are logged and set aside.
+
+  None for a workdir without checkpoints. When every step is damaged this raises instead
+  of starting afresh: a run never silently restarts from step 0 beside its checkpoints.
+  """
+  steps = complete_steps(checkpoints.workdir)
+  skipped = []
+  for step in reversed(steps):
+    problem = checkpoints.verify(step)
+    if problem is None:
+      if skipped:
+        logging.warning('resuming from checkpoint %d, the newest that verifies (skipped %s)',
+                        step, ', '.join(map(str, skipped)))
+      return step
+    target = checkpoints.set_aside(step)
+    logging.error('%s; skipping it (moved to %s)', problem, target)
+    skipped.append(f'{step}: {problem}')
+  if skipped:
+    raise DamagedCheckpoint(
+      f'every checkpoint in {checkpoint_dir(checkpoints.workdir)} is damaged, so the run '
+      f'cannot resume (they are in {os.path.join(checkpoints.workdir, DAMAGED)}): '
+      + '; '.join(skipped)
+    )
+  return None
 
 
 def save_due(step: int, config: ml_collections.ConfigDict, preempted: bool = False) -> bool:
@@ -321,9 +547,11 @@ def restore_params(workdir: str, step: int, model: nnx.Module) -> None:
   """Loads the checkpoint's parameters into `model` in place, onto its current shardings.
 
   Whatever mesh or process count saved them: each array is read straight into the shards
-  the model's parameter already has. Only the `params` item is read.
+  the model's parameter already has. Only the `params` item is read, once its bytes (and
+  the `meta` item's) match the step's checksums (`verify_step`).
   """
   path = _item_dir(workdir, step, 'params')
+  verify_step(workdir, step, ('params', 'meta'))  # Damaged: DamagedCheckpoint, naming the file.
   state = nnx.state(model, nnx.Param)
   target = abstract_like(nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as checkpointer:

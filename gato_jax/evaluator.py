@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -112,7 +113,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
   if not e.temperature >= 0:
     raise ValueError(f'config key eval.temperature must be >= 0, got {e.temperature}')
-  for key in ('poll_seconds', 'wait_seconds'):
+  for key in ('poll_seconds', 'wait_seconds', 'writer_alive_seconds'):
     if not e[key] > 0:
       raise ValueError(f'config key eval.{key} must be positive, got {e[key]}')
 
@@ -257,11 +258,35 @@ class Models:
     return self.model
 
 
-def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
-  """Returns once `step` is complete; waits while Orbax is still writing it."""
+def last_modified(path: str) -> float:
+  """Seconds since the newest change to anything under `path` (gfile: gs:// too)."""
+  newest = tf.io.gfile.stat(path).mtime_nsec
+  for directory, subdirectories, files in tf.io.gfile.walk(path):
+    for name in subdirectories + files:
+      try:
+        newest = max(newest, tf.io.gfile.stat(os.path.join(directory, name)).mtime_nsec)
+      except tf.errors.NotFoundError:  # Orbax renamed or removed it meanwhile.
+        pass
+  return time.time() - newest / 1e9
+
+
+def being_written(workdir: str, step: int) -> list[str]:
+  """`step`'s tmp directories (Orbax's `<step>.orbax-checkpoint-tmp*`)."""
+  return tf.io.gfile.glob(os.path.join(checkpointing.checkpoint_dir(workdir), f'{step}.*tmp*'))
+
+
+def wait_for_step(
+  workdir: str, step: int, timeout: float, poll: float, alive: float = 600.0
+) -> None:
+  """Returns once `step` is complete; waits while a live writer is still writing it.
+
+  A writer is alive while something in the step's tmp directory changed within `alive`
+  seconds (`eval.writer_alive_seconds`). A leftover of a killed trainer stops the wait at
+  once with an error naming it, instead of the whole `timeout`.
+  """
   deadline = time.monotonic() + timeout
   while step not in checkpointing.complete_steps(workdir):
-    pending = tf.io.gfile.glob(os.path.join(checkpointing.checkpoint_dir(workdir), f'{step}.*tmp*'))
+    pending = being_written(workdir, step)
     # Orbax may finish (rename tmp -> step) between the two looks: only then is it complete.
     if not pending and step in checkpointing.complete_steps(workdir):
       return
@@ -269,6 +294,17 @@ def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
       raise FileNotFoundError(
         f'no checkpoint for step {step} in {checkpointing.checkpoint_dir(workdir)}, complete '
         f'or being written (complete steps: {checkpointing.complete_steps(workdir)})'
+      )
+    try:
+      idle = last_modified(pending[0])
+    except tf.errors.NotFoundError:
+      continue  # Renamed while looked at: the next look finds it complete.
+    if idle > alive:
+      raise FileNotFoundError(
+        f'checkpoint {step} is not complete, and nothing has written to its leftover '
+        f'{pending[0]} for {idle:.0f} s (more than eval.writer_alive_seconds={alive:g}): '
+        'the trainer that wrote it is gone. Score a complete step instead '
+        f'(complete steps: {checkpointing.complete_steps(workdir)})'
       )
     if time.monotonic() > deadline:
       raise TimeoutError(
@@ -278,6 +314,48 @@ def wait_for_step(workdir: str, step: int, timeout: float, poll: float) -> None:
     time.sleep(min(poll, 5.0))
 
 
+def check_workdir(workdir: str) -> None:
+  """Fails at start-up, naming the directory, rather than after every episode has run.
+
+  The workdir must exist (a watcher on a mistyped path would otherwise wait forever), and
+  WORKDIR/eval must be writable: the results, the plots and the table come at the end.
+  """
+  if not tf.io.gfile.isdir(workdir):
+    raise FileNotFoundError(
+      f'--workdir {workdir} does not exist or is not a directory: there is no run to evaluate'
+      ' (start the evaluator once the trainer has created it)'
+    )
+  for directory in (reporting.eval_dir(workdir), os.path.join(workdir, 'tensorboard', 'eval')):
+    existing = directory  # Probed where it would be created: nothing is left behind.
+    while not tf.io.gfile.exists(existing) and existing != workdir:
+      existing = os.path.dirname(existing)
+    probe = os.path.join(existing, f'.writable-{os.getpid()}')
+    try:
+      with tf.io.gfile.GFile(probe, 'w') as f:
+        f.write('')
+      tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as e:
+      raise PermissionError(
+        f'cannot write the evaluation results to {directory} ({type(e).__name__}: {e}); '
+        'nothing was evaluated. Make it writable, or copy the checkpoints to a workdir that is'
+      ) from e
+
+
+def newest_good_step(workdir: str) -> int:
+  """--step=-1: the newest complete step whose parameters verify; damaged ones are logged."""
+  steps = checkpointing.complete_steps(workdir)
+  for step in reversed(steps):
+    try:
+      checkpointing.verify_step(workdir, step, ('params', 'meta'))
+      return step
+    except checkpointing.DamagedCheckpoint as e:
+      logging.error('%s; skipping it', e)
+  raise FileNotFoundError(
+    f'--step=-1: no complete checkpoint in {checkpointing.checkpoint_dir(workdir)} '
+    + (f'verifies (damaged: {steps})' if steps else '')
+  )
+
+
 def evaluate_checkpoint(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -285,7 +363,12 @@ def evaluate_checkpoint(
   models: Models | None = None,
   explicit: Sequence[str] = (),
 ) -> dict[str, Any]:
-  """Scores `step` as the model it was trained as (`run_config`); writes and prints it."""
+  """Scores `step` as the model it was trained as (`run_config`); writes and prints it.
+
+  Damaged bytes (checkpointing.verify_step) raise DamagedCheckpoint naming the file
+  before anything is read: `meta` here, the parameters in `restore_params`.
+  """
+  checkpointing.verify_step(workdir, step, ('meta',))
   config = run_config(config, workdir, step, explicit)
   model = (models or Models()).restore(config, workdir, step)
   start = time.perf_counter()
@@ -302,12 +385,23 @@ def evaluate_checkpoint(
 
 
 def pending_steps(workdir: str) -> list[int]:
-  """Complete checkpoints without a result yet, oldest first (a restarted watcher resumes)."""
-  return [
-    s
-    for s in checkpointing.complete_steps(workdir)
-    if not tf.io.gfile.exists(reporting.result_path(workdir, s))
-  ]
+  """Complete checkpoints without a result yet, oldest first (a restarted watcher resumes).
+
+  A step whose result is an `error` is pending again once the step was written after that
+  result: the trainer set a damaged step aside and saved it afresh.
+  """
+  return [s for s in checkpointing.complete_steps(workdir) if not scored(workdir, s)]
+
+
+def scored(workdir: str, step: int) -> bool:
+  path = reporting.result_path(workdir, step)
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    if 'error' not in json.load(f):
+      return True
+  rewritten = tf.io.gfile.stat(checkpointing.step_dir(workdir, step)).mtime_nsec
+  return rewritten <= tf.io.gfile.stat(path).mtime_nsec
 
 
 def watch(
@@ -319,28 +413,45 @@ def watch(
 ) -> list[int]:
   """Evaluates every new complete checkpoint until `last_step` is scored (or idle too long).
 
-  A checkpoint that cannot be evaluated (missing parameters, a model the command line
-  contradicts, a task whose environments keep failing) is logged and recorded in its JSON
-  as an error, so the watcher moves on to the next one.
+  A checkpoint that cannot be evaluated (missing parameters, damaged bytes, a model the
+  command line contradicts, a task whose environments keep failing, any error of the
+  restore) is logged and recorded in its JSON as `error`, so the watcher moves on to the
+  next one. A tmp directory of a step nothing writes to any more is named once and skipped.
   """
   models = Models()
-  done, idle_since = [], time.monotonic()
+  done, idle_since, leftovers = [], time.monotonic(), set()
   while True:
     steps = pending_steps(workdir)
     for step in steps:
       try:
         evaluate_checkpoint(config, workdir, step, models, explicit)
-      except (FileNotFoundError, ValueError, RuntimeError) as e:
+      except Exception as e:  # TensorStore raises bare Exceptions; one step never ends the watch.
         logging.error('checkpoint %d cannot be evaluated: %s', step, e)
         error = {'step': step, 'error': f'{type(e).__name__}: {e}'}
         reporting.write_json(reporting.result_path(workdir, step), error)
       done.append(step)
     if steps:
       idle_since = time.monotonic()
+    for leftover in dead_leftovers(workdir, config.eval.writer_alive_seconds) - leftovers:
+      logging.warning('skipping %s: nothing has written to it for more than '
+                      'eval.writer_alive_seconds; the trainer that wrote it is gone', leftover)
+      leftovers.add(leftover)
     finished = last_step is not None and any(s >= last_step for s in done)
     if finished or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
       return done
     time.sleep(config.eval.poll_seconds)
+
+
+def dead_leftovers(workdir: str, alive: float) -> set[str]:
+  """Tmp step directories nothing has written to within `alive` seconds."""
+  dead = set()
+  for path in tf.io.gfile.glob(os.path.join(checkpointing.checkpoint_dir(workdir), '*.*tmp*')):
+    try:
+      if last_modified(path) > alive:
+        dead.add(path)
+    except tf.errors.NotFoundError:
+      pass  # Committed or cleaned up while looked at.
+  return dead
 
 
 # ----------------------------------------------------------------------------------------
@@ -384,6 +495,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError('--config and --workdir are required')
   validate(config)
   if args.policy != 'gato':
+    tf.io.gfile.makedirs(workdir)  # The references need no run: only somewhere to write.
+    check_workdir(workdir)
     result = {
       'step': None,
       'policy': args.policy,
@@ -394,14 +507,11 @@ def main(argv: Sequence[str]) -> None:
     reporting.report(workdir, args.policy, result)
     return
   explicit = command_line_keys()
+  check_workdir(workdir)
   if args.step is not None:
-    step = args.step
-    if step == -1:
-      steps = checkpointing.complete_steps(workdir)
-      if not steps:
-        raise app.UsageError(f'--step=-1: no complete checkpoint in {workdir}/checkpoints')
-      step = steps[-1]
-    wait_for_step(workdir, step, config.eval.wait_seconds, config.eval.poll_seconds)
+    step = newest_good_step(workdir) if args.step == -1 else args.step
+    e = config.eval
+    wait_for_step(workdir, step, e.wait_seconds, e.poll_seconds, e.writer_alive_seconds)
     evaluate_checkpoint(config, workdir, step, explicit=explicit)
     return
   last = config.get('total_steps')

@@ -312,12 +312,27 @@ def jit_train_step(
   )
 
 
-def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
-  if not np.isfinite(loss):
-    raise FloatingPointError(
-      f'loss is {loss} at step {step}; stopping. The last good checkpoint is step '
-      f'{last_checkpoint} (nothing after the last finite step was saved)'
-    )
+def check_finite(
+  step: int, loss: float, last_checkpoint: int | None, resumed_from: int | None = None
+) -> None:
+  """Stops at a non-finite loss, naming the checkpoint a restart will resume from.
+
+  Nothing after the last finite step is saved (metrics are flushed before every save), so
+  the restart point is `last_checkpoint`. When that is the step this run resumed from, the
+  same data and settings diverge the same way again: the message says so rather than let
+  a restart loop on it.
+  """
+  if np.isfinite(loss):
+    return
+  if last_checkpoint is None:
+    restart = 'No checkpoint was saved: a restart begins at step 0'
+  else:
+    restart = f'The last good checkpoint is step {last_checkpoint}, which a restart resumes from'
+    if last_checkpoint == resumed_from:
+      restart += (' (this run started from it too: with the same config it diverges again '
+                  f'by step {step}; change the config, e.g. the learning rate, first)')
+  raise FloatingPointError(f'loss is {loss} at step {step}; stopping. {restart}. Nothing '
+                           'after the last finite step was saved')
 
 
 # ----------------------------------------------------------------------------------------
@@ -365,7 +380,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
   preempt = preemption.Preemption(checkpoints)
   profiler = profiling.Profiler(config, workdir)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last_saved = step or None
+  last_saved = resumed_from = step or None
   interval_start, interval_steps = time.perf_counter(), 0
 
   def flush() -> None:
@@ -376,7 +391,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
     seconds = (time.perf_counter() - interval_start) / max(interval_steps, 1)
     interval_start, interval_steps = time.perf_counter(), 0
     for s, m in fetched:
-      check_finite(s, float(m['loss']), last_saved)
+      check_finite(s, float(m['loss']), last_saved, resumed_from)
       if s % config.log_every_steps and s != config.total_steps:
         continue
       scalars = {k: m[k] for k in ('loss', 'accuracy', 'grad_norm')}
@@ -397,6 +412,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
         profiler.before(step + 1)
         state, step_metrics = train_step(state, batch, step)
         step += 1
+        checkpoints.check(step)  # A failed background save stops the run here, naming it.
         profiler.after(step, (state, step_metrics))
         interval_steps += 1
         pending.append((step, step_metrics))

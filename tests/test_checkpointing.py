@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 
 import jax
 import numpy as np
@@ -178,3 +180,141 @@ def test_a_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
   checkpointing.restore_params('runs/demo', 3, fresh)
   for a, b in zip(leaves(nnx.state(fresh, nnx.Param)), leaves(params), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------
+# Integrity: checksums at save, verified at restore; failed saves stop the run
+# ----------------------------------------------------------------------------------------
+
+
+def largest_params_file(workdir, step):
+  """The biggest array file of the step's params (an OCDBT data file)."""
+  root = checkpointing.step_dir(workdir, step)
+  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, 'params')) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def flip_bytes(path):
+  with open(path, 'r+b') as f:
+    f.seek(os.path.getsize(path) // 2)
+    chunk = f.read(64)
+    f.seek(-len(chunk), os.SEEK_CUR)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def truncate(path):
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize('damage', [flip_bytes, truncate, os.remove])
+def test_a_damaged_step_is_named_with_its_file(saved, tmp_path, damage):
+  workdir = str(tmp_path)
+  shutil.copytree(saved[0], workdir, dirs_exist_ok=True)
+  assert checkpointing.verify_step(workdir, 5)  # The save wrote checksums; they hold.
+  victim = largest_params_file(workdir, 5)
+  damage(victim)
+  with pytest.raises(checkpointing.DamagedCheckpoint, match=f'checkpoint 5 is damaged: {victim}'):
+    checkpointing.verify_step(workdir, 5)
+  # The evaluator's path refuses it too, naming the file, before any TensorStore read.
+  with pytest.raises(checkpointing.DamagedCheckpoint, match=victim):
+    checkpointing.restore_params(workdir, 5, from_config(saved[1], nnx.Rngs(0)))
+  assert checkpointing.verify_step(workdir, 5, items=('meta',))  # Other items are whole.
+
+
+def test_a_step_without_checksums_restores_unverified_with_a_warning(saved, tmp_path, caplog):
+  workdir = str(tmp_path)
+  shutil.copytree(saved[0], workdir, dirs_exist_ok=True)
+  os.remove(os.path.join(checkpointing.step_dir(workdir, 5), checkpointing.CHECKSUMS))
+  assert checkpointing.verify_step(workdir, 5) is False
+  assert 'checkpoint 5 has no ' in caplog.text
+  assert 'checksums.json (saved before checksums were written): restoring it unverified' in (
+    caplog.text
+  )
+
+
+def test_the_trainer_skips_a_corrupt_newest_step_and_resumes_from_the_one_before(
+  saved, tmp_path, caplog
+):
+  workdir = str(tmp_path)
+  shutil.copytree(saved[0], workdir, dirs_exist_ok=True)
+  ckpt = checkpointing.checkpoint_dir(workdir)
+  shutil.copytree(os.path.join(ckpt, '5'), os.path.join(ckpt, '3'))  # An older, intact step.
+  victim = largest_params_file(workdir, 5)
+  flip_bytes(victim)
+  _, _, params, opt_state = sharded_state(mesh_config(8, 1, 1), seed=7)
+  abstract = checkpointing.abstract_like(train.TrainState(params, opt_state))
+
+  def never(*args):
+    raise AssertionError('an intact older step is restored, not a fresh state')
+
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  state, step, _ = checkpointing.restore_or_init(
+    checkpoints, abstract, never, data.make_iterator(saved[1], 4), never, 0)
+  checkpoints.close()
+  assert step == 3
+  for a, b in zip(leaves(state.params), saved[2], strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert f'checkpoint 5 is damaged: {victim} differs' in caplog.text
+  assert 'resuming from checkpoint 3' in caplog.text
+  # Set aside to inspect, so that a restart neither loops on it nor finds step 5 taken.
+  assert checkpointing.complete_steps(workdir) == [3]
+  assert os.path.isdir(os.path.join(workdir, 'damaged_checkpoints', '5', 'params'))
+
+  # Nothing left that verifies: an error naming every step, never a silent fresh start.
+  flip_bytes(largest_params_file(workdir, 3))
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
+  with pytest.raises(checkpointing.DamagedCheckpoint, match='every checkpoint .* is damaged'):
+    checkpointing.restore_or_init(checkpoints, None, None, None, None, 0)
+  checkpoints.close()
+
+
+class FakeIterator:
+  """Stands in for the data iterator: the failing save is the point, not the data."""
+
+  def save(self, path):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, 'position'), 'w') as f:
+      f.write('0')
+
+
+def test_a_failed_async_save_stops_the_run_at_the_next_step(tmp_path, monkeypatch):
+  """A full disk during step 6's background write: reported by `check` with step and cause,
+  and step 3 (max_to_keep=1 would have deleted it) stays whole."""
+  workdir = str(tmp_path)
+  params = nnx.State({'w': nnx.Param(jax.numpy.arange(8.0))})
+  checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=1)
+  checkpoints.save(3, params, {'mu': jax.numpy.ones(8)}, FakeIterator(), {'step': 3})
+  checkpoints.wait()
+
+  def full_disk(directory):
+    raise OSError(28, 'No space left on device', os.fspath(directory))
+
+  monkeypatch.setattr(checkpointing, 'write_checksums', full_disk)
+  checkpoints.save(6, params, {'mu': jax.numpy.ones(8)}, FakeIterator(), {'step': 6})
+  deadline = time.monotonic() + 60
+  with pytest.raises(RuntimeError) as error:
+    step = 6
+    while time.monotonic() < deadline:
+      step += 1
+      checkpoints.check(step)  # What the train loop calls after every step.
+      time.sleep(0.05)
+  message = str(error.value)
+  assert f'saving checkpoint 6 to {checkpointing.step_dir(workdir, 6)} failed' in message
+  assert 'failed (found at step' in message and 'No space left on device' in message
+  assert 'the last complete checkpoint is step 3' in message
+  checkpoints.close()  # Reported once: closing the run does not raise it again.
+  assert checkpointing.complete_steps(workdir) == [3]
+  assert checkpointing.verify_step(workdir, 3)
+
+
+def test_a_synchronous_save_is_complete_and_verified_when_save_returns(tmp_path):
+  checkpoints = checkpointing.Checkpoints(str(tmp_path), max_to_keep=2, asynchronous=False)
+  params = nnx.State({'w': nnx.Param(jax.numpy.arange(8.0))})
+  checkpoints.save(2, params, {'mu': jax.numpy.ones(8)}, FakeIterator(), {'step': 2})
+  assert checkpointing.complete_steps(str(tmp_path)) == [2]
+  assert checkpointing.verify_step(str(tmp_path), 2)
+  with open(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'checksums.json')) as f:
+    files = json.load(f)['files']
+  assert {name.split('/')[0] for name in files} == {'params', 'opt_state', 'data', 'meta'}
+  assert 'data/position' in files
+  checkpoints.close()

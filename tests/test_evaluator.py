@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -384,3 +385,92 @@ def test_a_checkpoint_being_written_is_waited_for(tmp_path):
   os.makedirs(os.path.join(checkpoints, '6.orbax-checkpoint-tmp-99'))
   with pytest.raises(TimeoutError, match='still being written'):
     evaluator.wait_for_step(str(tmp_path), 6, timeout=0.2, poll=0.1)
+
+
+def test_a_dead_writers_leftover_is_named_not_waited_for(tmp_path):
+  """--step=6 where a killed trainer left 6.orbax-checkpoint-tmp: an error at once, naming it."""
+  leftover = os.path.join(checkpointing.checkpoint_dir(str(tmp_path)), '6.orbax-checkpoint-tmp')
+  os.makedirs(os.path.join(leftover, 'params'))
+  old = time.time() - 120
+  for path in (leftover, os.path.join(leftover, 'params')):
+    os.utime(path, (old, old))
+  start = time.monotonic()
+  with pytest.raises(FileNotFoundError, match=f'nothing has written to its leftover {leftover}'):
+    evaluator.wait_for_step(str(tmp_path), 6, timeout=3600.0, poll=0.1, alive=60.0)
+  assert time.monotonic() - start < 10.0
+  assert evaluator.dead_leftovers(str(tmp_path), alive=60.0) == {leftover}
+  # A write inside it (a live writer) makes it worth waiting for again.
+  with open(os.path.join(leftover, 'params', 'chunk'), 'w') as f:
+    f.write('x')
+  assert evaluator.dead_leftovers(str(tmp_path), alive=60.0) == set()
+  with pytest.raises(TimeoutError, match='still being written'):
+    evaluator.wait_for_step(str(tmp_path), 6, timeout=0.2, poll=0.1, alive=60.0)
+
+
+def test_damaged_and_unreadable_checkpoints_are_recorded_and_the_watcher_moves_on(
+  data_dir, tmp_path
+):
+  """Step 5's params have 64 flipped bytes (checksums name the file); step 7, saved without
+  checksums, has a truncated file (TensorStore's own error). Both land in their JSON as
+  `error`; step 3 is scored, and --step=-1 picks it as the newest step that verifies."""
+  config = make_config(
+    data_dir, tasks=('cartpole',), episodes=1, batch_size=1, max_steps=2, prompt_tokens=12
+  )
+  model, workdir = evaluator.make_model(config), str(tmp_path)
+  meta = {'config': config.to_dict()}
+  for step in (3, 5, 7):
+    save_params(tmp_path, step, model, {'step': step, **meta})
+  for step in (3, 5):
+    checkpointing.write_checksums(checkpointing.step_dir(workdir, step))
+
+  def params_file(step):
+    root = os.path.join(checkpointing.step_dir(workdir, step), 'params')
+    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    return max(files, key=os.path.getsize)
+
+  flipped = params_file(5)
+  with open(flipped, 'r+b') as f:
+    f.seek(os.path.getsize(flipped) // 2)
+    chunk = f.read(64)
+    f.seek(-len(chunk), os.SEEK_CUR)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+  os.truncate(params_file(7), os.path.getsize(params_file(7)) // 2)
+
+  assert evaluator.newest_good_step(workdir) == 7  # Unverified, so not known to be bad.
+  assert evaluator.watch(config, workdir, last_step=7) == [3, 5, 7]
+  results = {}
+  for step in (3, 5, 7):
+    with open(tmp_path / 'eval' / f'{step}.json') as f:
+      results[step] = json.load(f)
+  assert 'tasks' in results[3] and 'error' not in results[3]
+  assert results[5]['error'].startswith('DamagedCheckpoint: checkpoint 5 is damaged: ')
+  assert flipped in results[5]['error']
+  assert results[7]['error'] and results[7]['step'] == 7
+  shutil.rmtree(checkpointing.step_dir(workdir, 7))
+  assert evaluator.newest_good_step(workdir) == 3
+  assert evaluator.pending_steps(workdir) == []  # A restarted watcher skips them all...
+  # ...but a step the trainer set aside and saved afresh is scored again.
+  shutil.rmtree(checkpointing.step_dir(workdir, 5))
+  save_params(tmp_path, 5, model, {'step': 5, **meta})
+  later = os.stat(tmp_path / 'eval' / '5.json').st_mtime + 5
+  os.utime(checkpointing.step_dir(workdir, 5), (later, later))
+  assert evaluator.pending_steps(workdir) == [5]
+
+
+def test_an_unwritable_eval_dir_or_a_missing_workdir_fails_before_any_episode(tmp_path):
+  missing = str(tmp_path / 'no_such_run')
+  with pytest.raises(FileNotFoundError, match=f'--workdir {missing} does not exist'):
+    evaluator.check_workdir(missing)
+  (tmp_path / 'eval').write_text('')  # Not a directory: nothing can be written under it.
+  unwritable = f'cannot write the evaluation results to {tmp_path}/eval'
+  with pytest.raises(PermissionError, match=unwritable):
+    evaluator.check_workdir(str(tmp_path))
+
+  # The watcher's command line: an error naming the directory, not an endless wait.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  command = [sys.executable, '-m', 'gato_jax.evaluator', '--config=tests/tiny_train_config.py',
+             f'--workdir={missing}']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': root}
+  done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  assert f'--workdir {missing} does not exist' in done.stderr, done.stderr
