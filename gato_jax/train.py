@@ -144,13 +144,14 @@ class StateLayout:
 def abstract_train_state(
   config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
 ) -> StateLayout:
-  """Shapes and shardings of parameters and optimizer state; checks FSDP. Touches no device."""
+  """Shapes and shardings of parameters and optimizer state; checks the splits. No device."""
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(config.seed)))
   # Parameters are the whole state: the step is a pure function of them, so nothing
   # concrete is closed over. A model that gained other state (batch statistics, RNG
   # counters) would make flax refuse this split, naming it.
   graphdef, params = nnx.split(model, nnx.Param)
   sharding.check_fsdp(params, mesh, config)
+  sharding.check_tensor(params, mesh, config)
   param_shardings = sharding.state_shardings(params, mesh, config.axis_rules)
   # optax's step counts and other non-parameter leaves are replicated; moments mirror
   # their parameter's sharding.
