@@ -21,7 +21,7 @@ from absl import app
 from ml_collections import config_flags
 
 from data_pipelines import captions, rollouts
-from gato_jax import specs
+from gato_jax import cli, specs
 from gato_jax.data import episodes, pipeline
 
 _CONFIG: Any = None  # The --config flag, defined only when run as a script (see the end).
@@ -103,4 +103,6 @@ if __name__ == '__main__':
   # Defined here, not at import, so that tests importing several scripts that each take
   # --config do not register the flag twice.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
-  app.run(main)
+  # Interrupted, TFDS keeps nothing that looks finished (see rollouts.generate).
+  with cli.sigterm_during_startup('data_pipelines.prepare', 'before the datasets are complete'):
+    cli.run(main)

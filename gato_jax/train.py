@@ -17,6 +17,7 @@ metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from ml_collections import config_flags
 
 from gato_jax import (
   checkpointing,
+  cli,
   data,
   distributed,
   metrics,
@@ -424,7 +426,12 @@ def main(argv: list[str]) -> None:
   checkpointing.quiet_orbax_logs()
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
-  train(f.config, f.workdir)
+  # One process: a SIGTERM before training starts says so (preemption.py's handler takes
+  # over at the first step). Several: JAX's preemption handler is already in charge.
+  startup = (cli.sigterm_during_startup('the trainer, before its first step')
+             if jax.process_count() == 1 else contextlib.nullcontext())
+  with startup:
+    train(f.config, f.workdir)
 
 
 def define_flags() -> None:
@@ -441,4 +448,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

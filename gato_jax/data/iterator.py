@@ -11,10 +11,41 @@ its own shard.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+
+class CorruptDataError(ValueError):
+  """A dataset file failed its checksum (or was cut short) while the stream read it."""
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+  """A TF error's own words, without the op and function names around them."""
+  text = re.sub(r'\{\{[^}]*\}\}|\[Op:[^\]]*\].*$', '', error.message, flags=re.S)
+  return ' '.join(text.split()) or type(error).__name__
+
+
+def corrupt_files(directories: Sequence[str]) -> list[str]:
+  """`<file>: <what TF found>` for every record file under `directories` that fails to read.
+
+  tf.data's DataLossError ("corrupted record at 1562") names no file: the stream
+  interleaves many. Each file is read once more on its own, with TFRecord's checksums, to
+  find the ones at fault. Only called after a failure, so its cost is never paid by a
+  healthy run.
+  """
+  bad = []
+  for directory in directories:
+    for path in sorted(tf.io.gfile.glob(os.path.join(directory, '*.tfrecord*'))):
+      try:
+        for _ in tf.data.TFRecordDataset(path):
+          pass
+      except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
+        bad.append(f'{path}: {_tf_message(e)}')
+  return bad
 
 
 def state_prefix(directory: str, process_index: int, process_count: int) -> str:
@@ -28,12 +59,15 @@ class DataIterator:
   pure functions of their inputs, so the checkpoint ignores them as external state.
   """
 
-  def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1):
+  def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1,
+               directories: Sequence[str] = ()):
+    """`directories`: the dataset directories the stream reads, for naming a corrupt file."""
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     options.deterministic = True
     self.dataset = dataset.with_options(options)
     self.process_index, self.process_count = process_index, process_count
+    self.directories = tuple(directories)
     self._iterator = iter(self.dataset)
     self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
 
@@ -41,7 +75,21 @@ class DataIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
+    try:
+      return {k: v.numpy() for k, v in next(self._iterator).items()}
+    except tf.errors.DataLossError as e:
+      raise CorruptDataError(self._corruption(e)) from e
+
+  def _corruption(self, error: tf.errors.DataLossError) -> str:
+    """The message for a DataLossError: which file, and what to do about it."""
+    found = corrupt_files(self.directories)
+    if found:
+      where = '; '.join(found)
+      return (f'corrupt training data: {where}. Remove that dataset directory and write it '
+              'again (python -m data_pipelines.prepare)')
+    read = ', '.join(self.directories) or 'datasets TFDS reads by name'
+    return (f'corrupt training data in one of {read} (no single file fails on its own): '
+            f'{_tf_message(error)}')
 
   @property
   def element_spec(self) -> dict[str, Any]:
