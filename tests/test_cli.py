@@ -54,24 +54,22 @@ def test_one_line_joins_a_multi_line_message_and_names_types_that_need_it():
 
 @pytest.fixture(scope='module')
 def two_layer_run(tmp_path_factory):
-  """A workdir whose newest checkpoint (step 2) is the tiny config's 2-layer model."""
+  """A workdir whose newest checkpoint (step 2) says it holds the tiny config's 2-layer model.
+
+  Written by the trainer's own save path; the arrays are a stand-in (the refusal to resume
+  reads the checkpoint's recorded config, before any array), which keeps this fast.
+  """
+  import jax.numpy as jnp
   from flax import nnx
 
   from gato_jax import checkpointing, data, sharding
-  from gato_jax.model import from_config
 
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_train_config.get_config()
-  mesh = sharding.make_mesh(config)
-  model = sharding.create_sharded(lambda: from_config(config, nnx.Rngs(0)), mesh,
-                                  config.axis_rules)
-  params = nnx.state(model, nnx.Param)
-  import optax
-
-  opt_state = optax.adam(1e-3).init(params)
+  params = nnx.State({'w': nnx.Param(jnp.zeros(4))})
   checkpoints = checkpointing.Checkpoints(workdir, max_to_keep=2)
-  checkpoints.save(2, params, opt_state, data.make_iterator(config, 8),
-                   checkpointing.meta(2, config, mesh))
+  checkpoints.save(2, params, {'count': jnp.zeros(())}, data.make_iterator(config, 8),
+                   checkpointing.meta(2, config, sharding.make_mesh(config)))
   checkpoints.close()
   return workdir
 
@@ -105,6 +103,42 @@ def test_a_bad_flag_value_ends_with_the_flag_not_the_help_hint(tmp_path):
   assert result.returncode == 2
   assert last_line(result).startswith('error: IllegalFlagValueError: flag '
                                       '--config.model.num_layers=x: ')
+
+
+def test_a_corrupt_dataset_shard_is_named_by_the_trainer(tmp_path):
+  # Issue 16 defect 6: TF's "corrupted record at N", naming no file.
+  from data_pipelines import rollouts
+
+  data_dir = tmp_path / 'data'
+  rollouts.generate('cartpole', str(data_dir), episodes=6, max_steps=40, random_episodes=1)
+  (shard,) = (data_dir / 'gato_episodes' / 'cartpole' / '1.0.0').glob('*.tfrecord*')
+  content = bytearray(shard.read_bytes())
+  middle = len(content) // 2
+  content[middle : middle + 64] = bytes(b ^ 0xFF for b in content[middle : middle + 64])
+  shard.write_bytes(content)
+  result = run_command('gato_jax.train', '--config=tests/tiny_train_config.py',
+                       f'--workdir={tmp_path}/run', '--config.data.source=mixture',
+                       '--config.data.mixture=gato_cartpole', f'--config.data.data_dir={data_dir}')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert last_line(result).startswith(f'error: corrupt training data: {shard}: corrupted record')
+
+
+def test_sigterm_before_the_first_step_says_so_and_exits_143(tmp_path):
+  # Issue 16 defect 8. 'mesh ... over 8 devices' is logged as start-up begins; seconds of
+  # state initialization and compilation follow before the first step.
+  log = tmp_path / 'stderr.txt'
+  with open(log, 'w') as stderr:
+    process = subprocess.Popen(
+      [sys.executable, '-m', 'gato_jax.train', '--config=tests/tiny_train_config.py',
+       f'--workdir={tmp_path}/run'], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+    wait_for_text(log, 'over 8 devices', process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == -signal.SIGTERM, log.read_text()[-3000:]
+  last = log.read_text().strip().splitlines()[-1]
+  assert last == ('SIGTERM during start-up (the trainer, before its first step): exiting '
+                  'without a checkpoint')
+  assert not (tmp_path / 'run' / 'checkpoints').exists() or not any(
+    (tmp_path / 'run' / 'checkpoints').iterdir())
 
 
 # -- data generation --------------------------------------------------------------------------

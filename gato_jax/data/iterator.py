@@ -10,6 +10,7 @@ its own shard.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import tensorflow as tf
 
 
 class CorruptDataError(ValueError):
-  """A dataset file failed its checksum (or was cut short) while the stream read it."""
+  """A dataset file failed its checksum, or was cut short, while the stream read it."""
 
 
 def _tf_message(error: tf.errors.OpError) -> str:
@@ -29,22 +30,46 @@ def _tf_message(error: tf.errors.OpError) -> str:
   return ' '.join(text.split()) or type(error).__name__
 
 
-def corrupt_files(directories: Sequence[str]) -> list[str]:
-  """`<file>: <what TF found>` for every record file under `directories` that fails to read.
+def _shard_lengths(directory: str) -> dict[str, int]:
+  """Record counts per shard file, from the dataset_info.json TFDS wrote with the data."""
+  try:
+    with tf.io.gfile.GFile(os.path.join(directory, 'dataset_info.json')) as f:
+      info = json.load(f)
+  except (tf.errors.NotFoundError, ValueError):
+    return {}
+  lengths = {}
+  for split in info.get('splits', []):
+    counts = [int(n) for n in split.get('shardLengths', [])]
+    for i, n in enumerate(counts):
+      name = f'{info.get("name")}-{split["name"]}.tfrecord-{i:05d}-of-{len(counts):05d}'
+      lengths[name] = n
+  return lengths
 
-  tf.data's DataLossError ("corrupted record at 1562") names no file: the stream
-  interleaves many. Each file is read once more on its own, with TFRecord's checksums, to
-  find the ones at fault. Only called after a failure, so its cost is never paid by a
-  healthy run.
+
+def corrupt_files(directories: Sequence[str]) -> list[str]:
+  """`<file>: <what is wrong>` for every record file under `directories` that is damaged.
+
+  tf.data's errors ("corrupted record at 1562", "expected to contain 6 elements but
+  contained only 4") name no file: the stream interleaves many. Each file is read once
+  more on its own, with TFRecord's checksums, and its record count is compared with the
+  dataset's dataset_info.json, to find the ones at fault. Only called after a failure, so
+  a healthy run never pays for it.
   """
   bad = []
   for directory in directories:
+    lengths = _shard_lengths(directory)
     for path in sorted(tf.io.gfile.glob(os.path.join(directory, '*.tfrecord*'))):
+      records = 0
       try:
         for _ in tf.data.TFRecordDataset(path):
-          pass
+          records += 1
       except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
         bad.append(f'{path}: {_tf_message(e)}')
+        continue
+      expected = lengths.get(os.path.basename(path))
+      if expected is not None and records != expected:
+        bad.append(f'{path}: {records} records, but dataset_info.json says {expected} '
+                   '(truncated?)')
   return bad
 
 
@@ -77,11 +102,12 @@ class DataIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     try:
       return {k: v.numpy() for k, v in next(self._iterator).items()}
-    except tf.errors.DataLossError as e:
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as e:
+      # FailedPrecondition: TFDS found fewer records than its dataset_info.json promised.
       raise CorruptDataError(self._corruption(e)) from e
 
-  def _corruption(self, error: tf.errors.DataLossError) -> str:
-    """The message for a DataLossError: which file, and what to do about it."""
+  def _corruption(self, error: tf.errors.OpError) -> str:
+    """The message for a damaged dataset: which file, and what to do about it."""
     found = corrupt_files(self.directories)
     if found:
       where = '; '.join(found)
