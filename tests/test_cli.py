@@ -49,6 +49,27 @@ def test_one_line_joins_a_multi_line_message_and_names_types_that_need_it():
     "[Errno 2] No such file: '/a'")
 
 
+def test_an_expected_error_is_one_line_and_exit_2_a_bug_keeps_its_traceback_then_exit_1(capsys):
+  from gato_jax import cli
+
+  def bad_input(argv):
+    raise ValueError('config key batch_size must be a positive int,\ngot 0')
+
+  def bug(argv):
+    raise RuntimeError('something broke')
+
+  with pytest.raises(SystemExit) as exited:
+    cli.guarded(bad_input)(['prog'])
+  assert exited.value.code == 2
+  err = capsys.readouterr().err
+  assert err == 'error: config key batch_size must be a positive int, got 0\n'
+  with pytest.raises(SystemExit) as exited:
+    cli.guarded(bug)(['prog'])
+  assert exited.value.code == 1
+  err = capsys.readouterr().err
+  assert 'Traceback' in err and err.endswith('error: RuntimeError: something broke\n')
+
+
 # -- the trainer ------------------------------------------------------------------------------
 
 
