@@ -12,8 +12,9 @@ it), then ends with the same one-line `error: <Type>: <message>` and exit 1. Exp
 errors log their traceback only at `--verbosity=1`.
 
 Expected failures are `EXPECTED_ERRORS`: ValueError (every config check raises one naming
-its key), missing or misplaced files and directories, FloatingPointError (the trainer's
-NaN stop) and `CommandError`, for code that has a cause to report but no better type.
+its key), OSError (a missing or misplaced file, a full disk: the message names the path),
+FloatingPointError (the trainer's NaN stop) and `CommandError`, for code that has a cause
+to report but no better type.
 
 Flags are parsed here too, so that a bad flag or an unknown config key
 (`--config.no_such_key=1`, which ml_collections reports as a bare AttributeError) is one
@@ -47,11 +48,7 @@ class CommandError(Exception):
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
   CommandError,
   ValueError,
-  FileNotFoundError,
-  FileExistsError,
-  NotADirectoryError,
-  IsADirectoryError,
-  PermissionError,
+  OSError,  # FileNotFoundError, NotADirectoryError, PermissionError, a full disk: named paths.
   FloatingPointError,
 )
 EXIT_EXPECTED = 2  # Bad input: the command line, the config, a path, the data.
@@ -64,7 +61,12 @@ def one_line(error: BaseException) -> str:
   A ValueError's or CommandError's message is the cause as written; an OSError's names
   its file already. Any other type is named, since `KeyError: 'x'` needs its type to read.
   """
-  message = ' '.join(part.strip() for part in str(error).splitlines() if part.strip())
+  lines = [part.strip() for part in str(error).splitlines() if part.strip()]
+  if 'Traceback (most recent call last):' in lines:
+    # ml_collections puts a config file's own traceback inside its flag error: keep the
+    # words before it and the exception it ends with.
+    lines = [lines[0], lines[-1]]
+  message = ' '.join(lines)
   if isinstance(error, (CommandError, ValueError, OSError)) and message:
     return message
   return f'{type(error).__name__}: {message}' if message else type(error).__name__
@@ -133,7 +135,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.stderr.write('Pass --helpshort or --helpfull to see help on flags.\n')
     exit_with(one_line(e), EXIT_EXPECTED)
   except (AttributeError, KeyError) as e:
+    if not any(re.match(r'--?\w+\.\w', a) for a in argv[1:]):
+      raise  # Not an override's: a bug, with its traceback.
     exit_with(_unknown_override(argv, e), EXIT_EXPECTED)
+  except EXPECTED_ERRORS as e:
+    exit_with(one_line(e), EXIT_EXPECTED)
 
 
 def _unknown_override(argv: list[str], error: BaseException) -> str:

@@ -124,6 +124,12 @@ def test_a_bad_flag_value_ends_with_the_flag_not_the_help_hint(tmp_path):
   assert result.returncode == 2
   assert last_line(result).startswith('error: IllegalFlagValueError: flag '
                                       '--config.model.num_layers=x: ')
+  # A config file that raises: its own traceback is inside absl's message, cut to its end.
+  result = run_command('gato_jax.aot', '--config=configs/gato_1b2.py:v9-1')
+  assert result.returncode == 2
+  assert last_line(result).startswith(
+    'error: IllegalFlagValueError: flag --config=configs/gato_1b2.py:v9-1: Error whilst parsing '
+    "config file: ValueError: unknown slice preset 'v9-1'; known presets: [")
 
 
 def test_a_corrupt_dataset_shard_is_named_by_the_trainer(tmp_path):
