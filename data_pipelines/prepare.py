@@ -62,6 +62,12 @@ def prepare(config: Any) -> list[pipeline.RequiredDataset]:
     print(f'data.source is {data.source!r}: no dataset to prepare')
     return []
   counts = episode_counts(data)
+  key = 'config key data.'
+  rollouts.check_settings(
+    data.episodes_per_task, data.random_episodes, data.max_episode_steps or None,
+    {'episodes': key + 'episodes_per_task', 'random_episodes': key + 'random_episodes',
+     'max_steps': key + 'max_episode_steps'})
+  rollouts.check_data_dir(data.data_dir, key + 'data_dir')
   required = pipeline.required_datasets(config)
   for dataset in required:
     if dataset.source is not None and dataset.prepared:
