@@ -380,6 +380,12 @@ def test_generation_checks_its_settings_and_leaves_no_empty_directories(tmp_path
   def broken(*args, **kwargs):
     raise ValueError('env CartPole-v1, seed 0, step 3: a broken env')
 
+  config = make_config(str(root), mixture='gato_cartpole', episodes_per_task=0, task_episodes='')
+  with pytest.raises(ValueError, match='config key data.episodes_per_task must be an int of at '
+                                       'least 1, got 0'):
+    prepare.prepare(config)
+  assert not root.exists()
+
   monkeypatch.setattr(rollouts, 'rollout', broken)
   with pytest.raises(ValueError, match='a broken env'):
     rollouts.generate('cartpole', str(root), episodes=1)
