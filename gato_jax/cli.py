@@ -184,7 +184,9 @@ def sigterm_during_startup(what: str, consequence: str = 'without a checkpoint'
   """While inside, SIGTERM prints `SIGTERM during start-up (<what>): exiting <consequence>`.
 
   Then the process dies of SIGTERM, as it would have without the handler (status 143),
-  so launchers and supervisors see what they saw before, plus the line. A `phase` inside
+  so launchers and supervisors see what they saw before, plus the line. Python runs the
+  handler between bytecodes, so a compile or restore in progress in C++ finishes first
+  (a scheduler's SIGKILL after its grace period still ends it, as before). A `phase` inside
   names itself instead (`SIGTERM during generation of cartpole ...`). Off the main thread,
   where Python cannot take a signal, this does nothing; a handler that someone installs
   inside (the trainer's preemption handler, once training starts) stays in charge until
