@@ -218,3 +218,20 @@ def test_sigterm_during_generation_says_so_and_exits_143(tmp_path):
   last = log.read_text().strip().splitlines()[-1]
   assert last == (f'SIGTERM during generation of cartpole into {tmp_path}/data/gato_episodes/'
                   'cartpole/1.0.0: exiting before the dataset is complete')
+
+
+def test_every_process_of_a_multi_process_run_ends_with_the_cause(two_layer_run):
+  # Two processes (launch/local_multihost.sh, jax.distributed over gloo) refuse the resume:
+  # each prints the cause and exits 2 with nothing of its own after it; only the
+  # launcher's exit-code lines follow.
+  result = subprocess.run(
+    [REPO / 'launch/local_multihost.sh', '2', '--config=tests/tiny_train_config.py',
+     f'--workdir={two_layer_run}', '--config.model.num_layers=3'],
+    cwd=REPO, env=dict(ENV, PYTHON=sys.executable), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  errors = [i for i, line in enumerate(lines) if line.startswith('error: ')]
+  assert len(errors) == 2 and all('model.num_layers' in lines[i] for i in errors), lines[-20:]
+  assert all(line.startswith('local_multihost: ') for line in lines[errors[-1] + 1:]), lines[-20:]
+  for process in (0, 1):
+    assert f'local_multihost: process {process} exited with code 2' in result.stderr
