@@ -1,8 +1,9 @@
 """Every command's failure ends with one line naming the cause (gato_jax/cli.py).
 
 Each case runs the real command as a subprocess and reads the last line of its stderr,
-which is what a person or a launcher's log tail sees. Every case fails before any training
-or rollout starts, so each takes only the command's start-up (about 10 s of imports).
+which is what a person or a launcher's log tail sees. The cases fail, or are signalled,
+before any training step, so each costs the command's start-up (5 to 10 s of imports; the
+corrupt shard also waits for the model's initialization before its first batch).
 """
 
 from __future__ import annotations
