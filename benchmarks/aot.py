@@ -25,10 +25,11 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks import report
 from configs import slices
+from gato_jax import cli
 from gato_jax.aot import remat_setting
 from gato_jax.topology import GiB
 
@@ -144,4 +145,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

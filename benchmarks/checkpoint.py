@@ -23,12 +23,12 @@ import time
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
 from benchmarks import report
-from gato_jax import checkpointing, distributed, optimizer, sharding, train
+from gato_jax import checkpointing, cli, distributed, optimizer, sharding, train
 from gato_jax.model import from_config
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Experiment config.')
@@ -148,4 +148,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

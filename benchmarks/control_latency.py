@@ -22,12 +22,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
 from benchmarks import report
-from gato_jax import envs, policy, specs
+from gato_jax import cli, envs, policy, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs.wrappers import TokenizedEnv
 from gato_jax.model import check_task_fits, from_config
@@ -147,4 +147,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   jnp.zeros(())  # Initialize the backend before flags print anything device-dependent.
-  app.run(main)
+  cli.run(main)

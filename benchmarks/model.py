@@ -23,12 +23,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
 from benchmarks import report
-from gato_jax import tokenizer
+from gato_jax import cli, tokenizer
 from gato_jax.metrics import flops_per_token
 from gato_jax.model import ModelOptions, decode, from_config
 from gato_jax.model.batch import synthetic_batch
@@ -148,4 +148,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   jnp.zeros(())  # Initialize the backend before flags print anything device-dependent.
-  app.run(main)
+  cli.run(main)

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import seqio
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import report
 from data_pipelines import prepare
-from gato_jax import data, tokenizer
+from gato_jax import cli, data, tokenizer
 
 
 def measure(config: Any, batch_size: int, batches: int, warmup: int = 3) -> dict[str, Any]:
@@ -84,4 +84,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batches', 30, 'Timed batches per row (after 3 warm-up).')
   flags.DEFINE_bool('per_task', True, 'Also measure every task of the mixture alone.')
   flags.DEFINE_string('json_out', 'benchmarks/results/pipeline.json', 'Output JSON.')
-  app.run(main)
+  cli.run(main)

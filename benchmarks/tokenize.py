@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from benchmarks import report
-from gato_jax import specs
+from gato_jax import cli, specs
 from gato_jax import tokenizer as tok
 
 _STEPS = flags.DEFINE_integer('steps', 2000, 'Timesteps per batched call (one episode).')
@@ -103,4 +103,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
+from gato_jax import cli
 from gato_jax.data import captions
 
 IMAGE_SIZE = 64  # A multiple of the 16-pixel patch: 16 patches per image.
@@ -116,4 +117,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('examples', 2000, 'Training examples (validation gets a tenth).')
   flags.DEFINE_integer('seed', 0, 'Seed of the drawing; the same seed gives the same set.')
   flags.DEFINE_string('data_dir', 'data', 'TFDS data directory.')
-  app.run(main)
+  cli.run(main)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from data_pipelines import rollouts
-from gato_jax import envs, specs, tables
+from gato_jax import cli, envs, specs, tables
 from gato_jax.data import episodes
 
 _LIST = flags.DEFINE_bool('list', False, 'Print the tasks that can be generated and exit.')
@@ -50,6 +50,15 @@ def list_tasks() -> str:
   return tables.format_table(rows)
 
 
+def check_flags() -> None:
+  """Every flag checked before any directory is created or rollout starts; errors name it."""
+  for task in _TASK.value:
+    specs.get_spec(task)  # An unknown task raises, listing the known ones.
+  flag_names = {name: f'--{name}' for name in ('episodes', 'random_episodes', 'max_steps')}
+  rollouts.check_settings(_EPISODES.value, _RANDOM_EPISODES.value, _MAX_STEPS.value, flag_names)
+  rollouts.check_data_dir(_DATA_DIR.value, '--data_dir')
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   if _LIST.value:
@@ -57,8 +66,7 @@ def main(argv: Sequence[str]) -> None:
     return
   if not _TASK.value:
     raise app.UsageError('--task is required (or --list to see the tasks)')
-  for task in _TASK.value:
-    specs.get_spec(task)  # Fail on a typo before any rollout starts.
+  check_flags()
   summary = []
   for task in _TASK.value:
     builder = rollouts.generate(
@@ -84,4 +92,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  # Interrupted, TFDS keeps nothing that looks finished (see rollouts.generate).
+  with cli.sigterm_during_startup('data_pipelines.generate', 'before the dataset is complete'):
+    cli.run(main)

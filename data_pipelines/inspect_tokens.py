@@ -20,7 +20,7 @@ from absl import app
 from ml_collections import config_flags
 
 from data_pipelines import rollouts
-from gato_jax import specs, tables
+from gato_jax import cli, specs, tables
 from gato_jax import tokenizer as tok
 
 _CONFIG: Any = None  # The --config flag, defined only when run as a script (see the end).
@@ -106,4 +106,4 @@ if __name__ == '__main__':
   # Defined here, not at import, so that tests importing several scripts that each take
   # --config do not register the flag twice.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
-  app.run(main)
+  cli.run(main)

@@ -21,7 +21,7 @@ from absl import app
 from ml_collections import config_flags
 
 from data_pipelines import captions, rollouts
-from gato_jax import specs
+from gato_jax import cli, specs
 from gato_jax.data import episodes, pipeline
 
 _CONFIG: Any = None  # The --config flag, defined only when run as a script (see the end).
@@ -62,6 +62,12 @@ def prepare(config: Any) -> list[pipeline.RequiredDataset]:
     print(f'data.source is {data.source!r}: no dataset to prepare')
     return []
   counts = episode_counts(data)
+  key = 'config key data.'
+  rollouts.check_settings(
+    data.episodes_per_task, data.random_episodes, data.max_episode_steps or None,
+    {'episodes': key + 'episodes_per_task', 'random_episodes': key + 'random_episodes',
+     'max_steps': key + 'max_episode_steps'})
+  rollouts.check_data_dir(data.data_dir, key + 'data_dir')
   required = pipeline.required_datasets(config)
   for dataset in required:
     if dataset.source is not None and dataset.prepared:
@@ -103,4 +109,6 @@ if __name__ == '__main__':
   # Defined here, not at import, so that tests importing several scripts that each take
   # --config do not register the flag twice.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config.')
-  app.run(main)
+  # Interrupted, TFDS keeps nothing that looks finished (see rollouts.generate).
+  with cli.sigterm_during_startup('data_pipelines.prepare', 'before the datasets are complete'):
+    cli.run(main)

@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
-from gato_jax import specs, tables
+from gato_jax import cli, specs, tables
 from gato_jax import tokenizer as tok
 from gato_jax.data import episodes
 
@@ -160,4 +160,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('source', None, 'Name of a source in the config.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory holding the dataset.')
   flags.DEFINE_integer('max_episodes', 3, 'Episodes to read.')
-  app.run(main)
+  cli.run(main)

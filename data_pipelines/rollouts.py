@@ -8,7 +8,10 @@ builder that writes them in the RLDS layout (gato_jax/data/episodes.py, which re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +20,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from tensorflow_datasets.rlds import rlds_base
 
-from gato_jax import envs, scores, specs
+from gato_jax import cli, envs, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.data import episodes
 from gato_jax.data.episodes import Episode
@@ -168,9 +171,70 @@ def builder(task: str, data_dir: str, **config: Any) -> GatoEpisodes:
   return GatoEpisodes(config=episodes_config(task, **config), data_dir=data_dir)
 
 
+def check_settings(episodes: int = 10, random_episodes: int = 5, max_steps: int | None = None,
+                   names: dict[str, str] | None = None) -> None:
+  """Raises ValueError naming the first bad generation setting, before anything is written.
+
+  A dataset of no episodes has no expert return to normalize scores with. `names` maps a
+  setting to what the caller calls it (`{'episodes': '--episodes'}`), for the message.
+  """
+  names = names or {}
+  for name, value, least in (('episodes', episodes, 1), ('random_episodes', random_episodes, 0),
+                             ('max_steps', max_steps, 1)):
+    if name == 'max_steps' and value is None:
+      continue
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+      raise ValueError(f'{names.get(name, name)} must be an int of at least {least}, '
+                       f'got {value!r}')
+
+
+def check_data_dir(data_dir: str, name: str = 'data_dir') -> None:
+  """Raises ValueError when `data_dir`, or a directory above it, exists but is no directory.
+
+  Otherwise TFDS fails deep inside with a NotADirectoryError about its `downloads` folder.
+  Local paths only; an object store (gs://) has no files in the way of directories.
+  """
+  if '://' in data_dir:
+    return
+  path = pathlib.Path(data_dir).absolute()
+  for p in (path, *path.parents):
+    if p.exists():
+      if not p.is_dir():
+        which = 'is' if p == path else f'is under {p}, which is'
+        raise ValueError(f'{name}={data_dir} {which} a file, not a directory')
+      return
+
+
+def _new_directories(data_dir: str, dataset_dir: str) -> list[pathlib.Path]:
+  """The directories TFDS will create for one dataset that do not exist yet, deepest first."""
+  if '://' in data_dir:
+    return []
+  root = pathlib.Path(data_dir).absolute()
+  dataset = pathlib.Path(dataset_dir).absolute()
+  candidates = [root / 'downloads' / 'extracted', root / 'downloads',
+                *[p for p in dataset.parents if root in p.parents or p == root]]
+  return sorted({p for p in candidates if not p.exists()}, key=lambda p: -len(p.parts))
+
+
 def generate(task: str, data_dir: str, **config: Any) -> GatoEpisodes:
   """Rolls out and writes the dataset; TFDS writes to a temporary directory and renames it
-  only when complete, so an interrupted run never leaves a dataset that looks finished."""
+  only when complete, so an interrupted run never leaves a dataset that looks finished.
+
+  Settings and `data_dir` are checked before anything is created, and a failed run
+  removes the directories it created that are still empty: a failure leaves no empty
+  dataset directory that the next run or a person would have to explain.
+  """
+  check_settings(**{k: config[k] for k in ('episodes', 'random_episodes', 'max_steps')
+                    if k in config})
+  check_data_dir(data_dir)
   b = builder(task, data_dir, **config)
-  b.download_and_prepare()
+  created = _new_directories(data_dir, os.fspath(b.data_dir))
+  try:
+    with cli.phase(f'generation of {b.builder_config.name} into {b.data_dir}'):
+      b.download_and_prepare()
+  except BaseException:
+    for directory in created:
+      with contextlib.suppress(OSError):  # Not empty (or already gone): kept.
+        directory.rmdir()
+    raise
   return b

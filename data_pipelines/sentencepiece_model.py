@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 import sentencepiece as spm
 from absl import app, flags
 
+from gato_jax import cli
+
 
 def train_sentencepiece(texts: Iterable[str], output_prefix: str, vocab_size: int) -> str:
   """Trains on `texts` and returns the path of the written `.model` file.
@@ -57,4 +59,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['input', 'output'])
-  app.run(main)
+  cli.run(main)

@@ -46,6 +46,7 @@ from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gato_jax import (  # noqa: E402
+  cli,
   data,
   distributed,
   metrics,
@@ -330,14 +331,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(
       '--topology is required (or a slice preset: --config=configs/gato_1b2.py:v5e-16)')
   reports = []
-  try:
-    for report in run(config, topology, FLAGS.eval_topology,
-                      [int(b) for b in FLAGS.decode_batch_sizes]):
-      print(format_report(report), flush=True)
-      reports.append(report)
-  except ValueError as e:  # A config or topology error names its key: no traceback.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  # A config or topology error (ValueError naming its key) ends the run through cli.run:
+  # `error: <cause>` as the last line, exit 2, no traceback.
+  for report in run(config, topology, FLAGS.eval_topology,
+                    [int(b) for b in FLAGS.decode_batch_sizes]):
+    print(format_report(report), flush=True)
+    reports.append(report)
   if FLAGS.json_out:
     with open(FLAGS.json_out, 'w') as f:
       json.dump([dataclasses.asdict(r) for r in reports], f, indent=1)
@@ -349,4 +348,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -522,5 +522,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  from gato_jax import cli  # Only the program needs it: the last line names the cause.
+
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -200,6 +200,51 @@ def check_fsdp(params: nnx.State, mesh: Mesh, config: Any) -> None:
     )
 
 
+# The config key behind each logical dimension that the `tensor` rule splits, for errors.
+_TENSOR_DIM_KEYS = {
+  'heads': 'model.num_heads',
+  'mlp': 'model.mlp_dim',
+  'vocab': 'the token table rows (tokenizer.*)',
+}
+
+
+def check_tensor(params: nnx.State, mesh: Any, config: Any) -> None:
+  """Fails when the tensor axis cannot split a dimension the rules give it.
+
+  `logical_to_spec` keeps a dimension whole when the mesh axis does not divide it, which
+  for `fsdp` is checked by size (`check_fsdp`); for `tensor` it means every device holds,
+  and computes, the whole of every head or hidden unit that the split was asked for: with
+  mesh.tensor=8 and 4 heads, attention runs unsplit on all 8 devices. Any such dimension
+  is an error naming mesh.tensor, the dimension and its config key. Works on abstract
+  parameters (or an AbstractMesh): only shapes and logical axes are read.
+  """
+  size = mesh.shape['tensor']
+  if size == 1:
+    return
+  bad: dict[tuple[str, int], list[str]] = {}
+  for path, variable in nnx.to_flat_state(params):
+    axes = _logical_axes(variable)
+    if axes is None:
+      continue
+    shape = variable.get_value().shape
+    wanted = logical_to_spec(axes, config.axis_rules)
+    got = logical_to_spec(axes, config.axis_rules, shape, mesh)
+    for name, dim, w, g in zip(axes, shape, wanted, got, strict=True):
+      w_axes = () if w is None else (w,) if isinstance(w, str) else w
+      g_axes = () if g is None else (g,) if isinstance(g, str) else g
+      if 'tensor' in w_axes and 'tensor' not in g_axes:
+        bad.setdefault((name, dim), []).append(f'{"/".join(map(str, path))} {shape}')
+  if bad:
+    dims = '; '.join(
+      f'{name}={dim} ({_TENSOR_DIM_KEYS.get(name, "logical axis " + repr(name))}), e.g. '
+      f'{", ".join(paths[:2])}' for (name, dim), paths in bad.items()
+    )
+    raise ValueError(
+      f'config key mesh.tensor={size} does not divide the dimensions it splits: {dims}. '
+      'Those weights would be whole on every device; use a mesh.tensor that divides them'
+    )
+
+
 def create_sharded(ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules) -> nnx.Module:
   """Builds a module with every parameter born in its shards (never whole on one device).
 

@@ -121,7 +121,20 @@ def mu_law_decode(y: np.ndarray, mu: float = MU, m: float = M) -> np.ndarray:
 
 
 def continuous_to_tokens(x: np.ndarray, offset: int, mu_law: bool = True) -> np.ndarray:
-  """Bins values into [offset, offset + 1024); values past ±1 after companding saturate."""
+  """Bins values into [offset, offset + 1024); values past ±1 after companding saturate.
+
+  NaN and ±inf raise a ValueError naming the first one's index: they have no bin, and a
+  token made from one would be garbage that trains or acts silently (np.floor of NaN cast
+  to int32 is an arbitrary id).
+  """
+  x = np.asarray(x)
+  finite = np.isfinite(x)
+  if not finite.all():
+    index = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise ValueError(
+      f'continuous_to_tokens: value {x[index]} at index {index if x.ndim != 1 else index[0]} '
+      f'is not finite ({int((~finite).sum())} of {x.size} values); NaN and inf have no token'
+    )
   y = mu_law_encode(x) if mu_law else np.asarray(x, dtype=np.float32)
   bins = np.floor((y.astype(np.float64) + 1.0) / 2.0 * NUM_BINS)
   return (np.clip(bins, 0, NUM_BINS - 1) + offset).astype(np.int32)

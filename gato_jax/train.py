@@ -17,6 +17,7 @@ metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from ml_collections import config_flags
 
 from gato_jax import (
   checkpointing,
+  cli,
   data,
   distributed,
   metrics,
@@ -144,13 +146,14 @@ class StateLayout:
 def abstract_train_state(
   config: ml_collections.ConfigDict, mesh: Mesh, tx: optax.GradientTransformation
 ) -> StateLayout:
-  """Shapes and shardings of parameters and optimizer state; checks FSDP. Touches no device."""
+  """Shapes and shardings of parameters and optimizer state; checks the splits. No device."""
   model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(config.seed)))
   # Parameters are the whole state: the step is a pure function of them, so nothing
   # concrete is closed over. A model that gained other state (batch statistics, RNG
   # counters) would make flax refuse this split, naming it.
   graphdef, params = nnx.split(model, nnx.Param)
   sharding.check_fsdp(params, mesh, config)
+  sharding.check_tensor(params, mesh, config)
   param_shardings = sharding.state_shardings(params, mesh, config.axis_rules)
   # optax's step counts and other non-parameter leaves are replicated; moments mirror
   # their parameter's sharding.
@@ -439,7 +442,12 @@ def main(argv: list[str]) -> None:
   checkpointing.quiet_orbax_logs()
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
-  train(f.config, f.workdir)
+  # One process: a SIGTERM before training starts says so (preemption.py's handler takes
+  # over at the first step). Several: JAX's preemption handler is already in charge.
+  startup = (cli.sigterm_during_startup('the trainer, before its first step')
+             if jax.process_count() == 1 else contextlib.nullcontext())
+  with startup:
+    train(f.config, f.workdir)
 
 
 def define_flags() -> None:
@@ -456,4 +464,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -333,3 +333,60 @@ def test_generated_data_with_another_episode_count_is_an_error(data_dir):
   by_default = make_config(data_dir, task_episodes='', episodes_per_task=3)
   with pytest.raises(ValueError, match=r'holds 6 episodes of cartpole.*data.episodes_per_task'):
     prepare.prepare(by_default)
+
+
+def corrupted_copy(data_dir: str, target, truncate: bool = False) -> str:
+  """`data_dir`'s cartpole dataset copied under `target`, its one shard damaged; its path."""
+  import shutil
+
+  source = episodes.dataset_dir('cartpole', data_dir)
+  shutil.copytree(source, episodes.dataset_dir('cartpole', str(target)))
+  (shard,) = tf.io.gfile.glob(f'{episodes.dataset_dir("cartpole", str(target))}/*.tfrecord*')
+  with open(shard, 'rb') as f:
+    content = bytearray(f.read())
+  if truncate:
+    content = content[: len(content) * 2 // 3]
+  else:
+    middle = len(content) // 2
+    content[middle : middle + 64] = bytes(b ^ 0xFF for b in content[middle : middle + 64])
+  with open(shard, 'wb') as f:
+    f.write(content)
+  return shard
+
+
+@pytest.mark.parametrize('truncate', [False, True], ids=['flipped', 'truncated'])
+def test_a_corrupt_shard_is_named_by_its_file(data_dir, tmp_path, truncate):
+  # Issue 16 defect 6: TF's "corrupted record at N" named no file.
+  shard = corrupted_copy(data_dir, tmp_path, truncate)
+  it = data.make_iterator(make_config(str(tmp_path), mixture='gato_cartpole'), batch_size=2)
+  with pytest.raises(data.CorruptDataError) as error:
+    for _ in range(20):  # 6 short episodes: every record is read within a few batches.
+      next(it)
+  message = str(error.value)
+  assert f'corrupt training data: {shard}: ' in message
+  assert ('corrupted record at' in message) != truncate
+  assert 'data_pipelines.prepare' in message
+
+
+def test_generation_checks_its_settings_and_leaves_no_empty_directories(tmp_path, monkeypatch):
+  root = tmp_path / 'data'
+  with pytest.raises(ValueError, match='episodes must be an int of at least 1, got 0'):
+    rollouts.generate('cartpole', str(root), episodes=0)
+  assert not root.exists()
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(ValueError, match=r'data_dir=.*/file is a file, not a directory'):
+    rollouts.generate('cartpole', str(tmp_path / 'file'), episodes=1)
+
+  def broken(*args, **kwargs):
+    raise ValueError('env CartPole-v1, seed 0, step 3: a broken env')
+
+  config = make_config(str(root), mixture='gato_cartpole', episodes_per_task=0, task_episodes='')
+  with pytest.raises(ValueError, match='config key data.episodes_per_task must be an int of at '
+                                       'least 1, got 0'):
+    prepare.prepare(config)
+  assert not root.exists()
+
+  monkeypatch.setattr(rollouts, 'rollout', broken)
+  with pytest.raises(ValueError, match='a broken env'):
+    rollouts.generate('cartpole', str(root), episodes=1)
+  assert not root.exists()  # Everything TFDS created for the failed run was empty: removed.

@@ -106,3 +106,34 @@ def test_sharded_forward_equals_the_single_device_forward(setup):
     logits = nnx.jit(lambda m, b: m(b))(sharded, placed)
   assert logits.sharding.spec == P(('data', 'fsdp'), None, 'tensor')
   np.testing.assert_allclose(np.asarray(logits), expected, atol=TOLERANCE, rtol=0)
+
+
+def _abstract_params(config):
+  model = nnx.eval_shape(lambda: from_config(config, nnx.Rngs(0)))
+  return nnx.split(model, nnx.Param)[1]
+
+
+def test_a_tensor_axis_that_does_not_divide_the_heads_names_mesh_tensor_and_num_heads():
+  # Issue 16 defect 8: mesh.tensor=8 with the demo's 4 heads left attention whole everywhere.
+  config = demo.get_config()
+  config.mesh = common.mesh_config(1, 1, 8)
+  assert config.model.num_heads == 4
+  mesh = sharding.abstract_mesh(config, 8)
+  with pytest.raises(ValueError, match=r'mesh.tensor=8 does not divide .*heads=4 '
+                                       r'\(model.num_heads\), e.g. stack/blocks/attention/'):
+    sharding.check_tensor(_abstract_params(config), mesh, config)
+  # The mlp (512) and the token table divide by 8: only the heads are named.
+  with pytest.raises(ValueError) as error:
+    sharding.check_tensor(_abstract_params(config), mesh, config)
+  assert 'mlp=' not in str(error.value) and 'vocab=' not in str(error.value)
+
+
+def test_the_trainer_runs_the_tensor_check_and_a_dividing_tensor_axis_passes():
+  from gato_jax import optimizer, train
+
+  config = demo.get_config()
+  config.mesh = common.mesh_config(2, 1, 4)
+  sharding.check_tensor(_abstract_params(config), sharding.abstract_mesh(config, 8), config)
+  config.mesh = common.mesh_config(1, 1, 8)
+  with pytest.raises(ValueError, match=r'mesh.tensor=8 does not divide'):
+    train.abstract_train_state(config, sharding.make_mesh(config), optimizer.make_optimizer(config))

@@ -49,6 +49,27 @@ def test_decoding_tokens_outside_the_range_raises():
     tok.tokens_to_continuous(np.array([OFFSET + 1024]), OFFSET)
 
 
+@pytest.mark.parametrize('mu_law', [True, False])
+@pytest.mark.parametrize(
+  'values, where',
+  [
+    ([0.1, np.nan], r'value nan at index 1 '),
+    ([np.inf, 0.0], r'value inf at index 0 '),
+    ([[0.0, 0.5], [-np.inf, 1.0]], r'value -inf at index \(1, 0\) '),
+  ],
+)
+def test_encoding_nan_or_inf_raises_naming_the_index(values, where, mu_law):
+  # Defect 7 of issue 16: NaN became an arbitrary int32 token, with only a RuntimeWarning.
+  with pytest.raises(ValueError, match=where + r'is not finite'):
+    tok.continuous_to_tokens(np.array(values), OFFSET, mu_law=mu_law)
+
+
+def test_huge_finite_values_still_saturate():
+  # Only NaN and inf are refused: a huge finite value is the edge bin.
+  tokens = tok.continuous_to_tokens(np.array([-1e30, 1e30]), OFFSET)
+  np.testing.assert_array_equal(tokens - OFFSET, [0, 1023])
+
+
 @settings(max_examples=200, deadline=None)
 @given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=2), elements=st.floats(-1, 1, width=32)))
 def test_linear_round_trip_within_half_a_bin(x):

@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from gato_jax import tokenizer
-from gato_jax.data.iterator import DataIterator
+from gato_jax.data.iterator import CorruptDataError, DataIterator
 from gato_jax.model import inputs
 from gato_jax.model.batch import synthetic_batch
 
-__all__ = ['DataIterator', 'batch_shapes', 'make_iterator', 'synthetic_dataset']
+__all__ = ['CorruptDataError', 'DataIterator', 'batch_shapes', 'make_iterator', 'synthetic_dataset']
 
 SOURCES = ('mixture', 'synthetic')
 
@@ -61,6 +61,7 @@ def make_iterator(
   source = config.data.source
   seed = config.seed if seed is None else seed
   length = config.model.max_length
+  directories: list[str] = []  # Dataset directories read, to name a corrupt file.
   if source == 'synthetic':
     vocab = tokenizer.layout_from_config(config).vocab_size
     ds = synthetic_dataset(batch_size, length, vocab, seed + 7919 * process_index)
@@ -68,6 +69,7 @@ def make_iterator(
     from gato_jax.data import pipeline  # Imports seqio and registers the tasks.
 
     ds = pipeline.mixture_dataset(config, batch_size, process_index, process_count, seed)
+    directories = [d.path for d in pipeline.required_datasets(config)]
   else:
     raise ValueError(f'config.data.source must be one of {SOURCES}, got {source!r}')
-  return DataIterator(ds.prefetch(2), process_index, process_count)
+  return DataIterator(ds.prefetch(2), process_index, process_count, directories)

@@ -12,10 +12,11 @@ import collections
 import math
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
+from gato_jax import cli
 from gato_jax.model.gato import from_config
 
 
@@ -62,4 +63,4 @@ def main(argv: list[str]) -> None:
 if __name__ == '__main__':
   # Defined only for the command line: tests import this module beside other tools.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-  app.run(main)
+  cli.run(main)
