@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -41,6 +42,7 @@ from gato_jax import (
   profiling,
   sharding,
   tokenizer,
+  workdir_lock,
 )
 from gato_jax.model import ModelOptions, from_config
 from gato_jax.model import loss as loss_lib
@@ -325,10 +327,27 @@ def check_finite(step: int, loss: float, last_checkpoint: int | None) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> int:
-  """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done."""
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  allow_config_change: str | Sequence[str] = (),
+  lock_stale_seconds: float = workdir_lock.STALE_SECONDS,
+) -> int:
+  """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done.
+
+  The workdir is locked for the run (gato_jax/workdir_lock.py: a second trainer exits
+  naming this one). `allow_config_change` names config keys that may differ from the
+  checkpoint's on resume (checkpointing.check_resumable); each change is logged.
+  """
   validate_config(config)
-  checkpointing.check_resumable(config, workdir)
+  allowed = checkpointing.parse_allowed(allow_config_change, config)
+  with workdir_lock.hold(workdir, lock_stale_seconds):
+    checkpointing.check_resumable(config, workdir, allowed)
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """The run itself, once its config is checked and its workdir locked."""
 
   # Mesh: every device of every process, (data, fsdp, tensor) as config.mesh says.
   mesh = sharding.make_mesh(config)
@@ -423,7 +442,7 @@ def main(argv: list[str]) -> None:
   checkpointing.quiet_orbax_logs()
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
-  train(f.config, f.workdir)
+  train(f.config, f.workdir, f.allow_config_change, f.lock_stale_seconds)
 
 
 def define_flags() -> None:
@@ -435,6 +454,16 @@ def define_flags() -> None:
   )
   flags.DEFINE_integer('num_processes', 0, 'Processes in the run (with the above).')
   flags.DEFINE_integer('process_id', -1, "This process's index (with the above).")
+  flags.DEFINE_list(
+    'allow_config_change', [],
+    'Config keys (comma-separated) that may differ from the checkpoint\'s on resume, e.g. '
+    'optimizer.learning_rate,tokenizer.vocabulary; each change is logged with both values.',
+  )
+  flags.DEFINE_float(
+    'lock_stale_seconds', workdir_lock.STALE_SECONDS,
+    'A workdir lock held from another host whose heartbeat is older than this is taken '
+    'over (on this host, a lock whose pid is gone is taken over at once).',
+  )
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
