@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -107,3 +108,40 @@ def test_hold_releases_on_an_exception(tmp_path):
     assert lock is not None and workdir_lock.read_holder(str(tmp_path)) == lock.record
     raise KeyError('boom')
   assert workdir_lock.read_holder(str(tmp_path)) is None
+
+
+HOLD_SCRIPT = """
+import sys
+from gato_jax import distributed, workdir_lock
+distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+try:
+  with workdir_lock.hold(sys.argv[3]) as lock:
+    print('HELD', lock is not None)
+except workdir_lock.WorkdirLocked as e:
+  print('LOCKED', e)
+"""
+
+
+def hold_in_2_processes(workdir) -> list[str]:
+  """Each process's one line from `hold` in a 2-process JAX cluster on CPU."""
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': root, 'TF_CPP_MIN_LOG_LEVEL': '2',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  processes = [
+    subprocess.Popen([sys.executable, '-c', HOLD_SCRIPT, f'localhost:{port}', str(i), workdir],
+                     env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for i in range(2)
+  ]
+  outputs = [p.communicate(timeout=120)[0] for p in processes]
+  return [out.strip().splitlines()[-1] if out.strip() else '' for out in outputs]
+
+
+def test_multi_host_process_0_takes_the_lock_and_every_process_learns_the_outcome(tmp_path):
+  assert hold_in_2_processes(str(tmp_path)) == ['HELD True', 'HELD False']
+  assert workdir_lock.read_holder(str(tmp_path)) is None  # Released.
+  write_lock(tmp_path, socket.gethostname(), os.getpid())  # This test process: alive.
+  lines = hold_in_2_processes(str(tmp_path))
+  assert all(line.startswith('LOCKED') and f'pid {os.getpid()}' in line for line in lines), lines
