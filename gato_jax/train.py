@@ -5,14 +5,15 @@
       --config.mesh.fsdp=-1 --config.mesh.data=4
   launch/local_multihost.sh 2 --config=configs/demo.py --workdir=/tmp/gato_2proc
 
-The story, top to bottom (`train`): validate the config; build the mesh; open the input
-pipeline (each process reads its own shard); lay out parameters and optimizer state in
-their shards; jit the update step; restore the newest complete checkpoint of the workdir
-or create the state directly in its shards; then loop: assemble the global batch, update,
-log, checkpoint. SIGTERM (a preemption, gato_jax/preemption.py) saves at the next step and
-exits with code 0; a NaN or inf loss stops the run with an error naming the step before it
-can be checkpointed. docs/training.md has the user's view: resuming, changing topology,
-metrics.
+The story, top to bottom (`train`): validate the config; lock the workdir
+(workdir_lock.py) and check that a resume continues the same model, vocabulary and
+mixture; build the mesh; open the input pipeline (each process reads its own shard); lay
+out parameters and optimizer state in their shards; jit the update step; restore the
+newest complete checkpoint of the workdir or create the state directly in its shards; then
+loop: assemble the global batch, update, log, checkpoint. SIGTERM (a preemption,
+gato_jax/preemption.py) saves at the next step and exits with code 0; a NaN or inf loss
+stops the run with an error naming the step before it can be checkpointed.
+docs/training.md has the user's view: resuming, changing topology, metrics.
 """
 
 from __future__ import annotations
