@@ -202,25 +202,36 @@ def evaluate(
 
 
 def run_config(
-  config: ml_collections.ConfigDict, workdir: str, step: int, explicit: Sequence[str] = ()
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int,
+  explicit: Sequence[str] = (),
+  allowed: frozenset[str] = frozenset(),
 ) -> ml_collections.ConfigDict:
   """The config checkpoint `step` is scored with: --config, as the model it was trained as.
 
-  Every setting that changes what the parameters compute (model.checkpoint_differences:
-  model.* but EXECUTION_KEYS, and the text vocabulary) comes from the config the
-  checkpoint's `meta` item recorded, with one printed line for each that --config gives
-  otherwise: a rope checkpoint is scored as rope whatever --config's file says. A key in
-  `explicit` (set on the command line, e.g. 'model.position_encoding') that the
-  checkpoint contradicts is refused instead, naming it. Without a `meta` item --config is
-  used as it is (logged by checkpointing.model_differences).
+  Every setting of the run's fingerprint (checkpointing.config_differences: model.* but
+  EXECUTION_KEYS, tokenizer.*, and data.mixture, whose env tasks are the default eval
+  tasks) comes from the config the checkpoint's `meta` item recorded, with one printed
+  line for each that --config gives otherwise: a rope checkpoint is scored as rope
+  whatever --config's file says. A key in `explicit` (set on the command line, e.g.
+  'model.position_encoding') that the checkpoint contradicts is refused instead, naming
+  it, unless it is in `allowed` (--allow_config_change): then --config's value is used,
+  with a printed line. Without a `meta` item --config is used as it is (logged by
+  checkpointing.model_differences).
   """
   differ = checkpointing.model_differences(config, workdir, step)
-  refused = [str(d) for d in differ if d.key in explicit]
+  keep = [d for d in differ if checkpointing.is_allowed(d.key, allowed)]
+  refused = [str(d) for d in differ if d.key in explicit and d not in keep]
   if refused:
     raise ValueError(
       f'checkpoint {step} in {workdir} was trained as another model than the command line '
-      f'asks for: {"; ".join(refused)} (without those flags it is scored as trained)'
+      f'asks for: {"; ".join(refused)} (without those flags it is scored as trained; '
+      '--allow_config_change=KEY scores it with the flag\'s value on purpose)'
     )
+  for d in keep:
+    print(f'checkpoint {step}: {d}: using the config\'s (--allow_config_change)', flush=True)
+  differ = [d for d in differ if d not in keep]
   if not differ:
     return config
   saved = checkpointing.read_config(workdir, step)
@@ -234,9 +245,13 @@ def run_config(
 
 
 def command_line_keys() -> tuple[str, ...]:
-  """The `model.*` and `tokenizer.*` keys this process's command line set (--config.K=V)."""
+  """The fingerprint keys this process's command line set (--config.K=V): `model.*`,
+  `tokenizer.*` and RUN_KEYS."""
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  return tuple(k for k in overrides if k.split('.')[0] in MODEL_SECTIONS)
+  return tuple(
+    k for k in overrides
+    if k.split('.')[0] in MODEL_SECTIONS or k in checkpointing.RUN_KEYS
+  )
 
 
 class Models:
@@ -362,6 +377,7 @@ def evaluate_checkpoint(
   step: int,
   models: Models | None = None,
   explicit: Sequence[str] = (),
+  allowed: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
   """Scores `step` as the model it was trained as (`run_config`); writes and prints it.
 
@@ -369,7 +385,7 @@ def evaluate_checkpoint(
   before anything is read: `meta` here, the parameters in `restore_params`.
   """
   checkpointing.verify_step(workdir, step, ('meta',))
-  config = run_config(config, workdir, step, explicit)
+  config = run_config(config, workdir, step, explicit, allowed)
   model = (models or Models()).restore(config, workdir, step)
   start = time.perf_counter()
   result = {
@@ -410,6 +426,7 @@ def watch(
   last_step: int | None = None,
   idle_timeout: float | None = None,
   explicit: Sequence[str] = (),
+  allowed: frozenset[str] = frozenset(),
 ) -> list[int]:
   """Evaluates every new complete checkpoint until `last_step` is scored (or idle too long).
 
@@ -424,7 +441,7 @@ def watch(
     steps = pending_steps(workdir)
     for step in steps:
       try:
-        evaluate_checkpoint(config, workdir, step, models, explicit)
+        evaluate_checkpoint(config, workdir, step, models, explicit, allowed)
       except Exception as e:  # TensorStore raises bare Exceptions; one step never ends the watch.
         logging.error('checkpoint %d cannot be evaluated: %s', step, e)
         error = {'step': step, 'error': f'{type(e).__name__}: {e}'}
@@ -485,6 +502,11 @@ def define_flags() -> None:
     'Stop watching after this many seconds without a new checkpoint (default: wait for '
     'config.total_steps).',
   )
+  flags.DEFINE_list(
+    'allow_config_change', [],
+    'Config keys (comma-separated) whose --config value is used even where a checkpoint '
+    'recorded another; each such key is printed.',
+  )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -508,17 +530,18 @@ def main(argv: Sequence[str]) -> None:
     return
   explicit = command_line_keys()
   check_workdir(workdir)
+  allowed = checkpointing.parse_allowed(args.allow_config_change, config)
   if args.step is not None:
     step = newest_good_step(workdir) if args.step == -1 else args.step
     e = config.eval
     wait_for_step(workdir, step, e.wait_seconds, e.poll_seconds, e.writer_alive_seconds)
-    evaluate_checkpoint(config, workdir, step, explicit=explicit)
+    evaluate_checkpoint(config, workdir, step, explicit=explicit, allowed=allowed)
     return
   last = config.get('total_steps')
   logging.info(
     'watching %s for checkpoints up to step %s', checkpointing.checkpoint_dir(workdir), last
   )
-  watch(config, workdir, last, args.idle_timeout, explicit)
+  watch(config, workdir, last, args.idle_timeout, explicit, allowed)
 
 
 if __name__ == '__main__':

@@ -5,14 +5,15 @@
       --config.mesh.fsdp=-1 --config.mesh.data=4
   launch/local_multihost.sh 2 --config=configs/demo.py --workdir=/tmp/gato_2proc
 
-The story, top to bottom (`train`): validate the config; build the mesh; open the input
-pipeline (each process reads its own shard); lay out parameters and optimizer state in
-their shards; jit the update step; restore the newest complete checkpoint of the workdir
-or create the state directly in its shards; then loop: assemble the global batch, update,
-log, checkpoint. SIGTERM (a preemption, gato_jax/preemption.py) saves at the next step and
-exits with code 0; a NaN or inf loss stops the run with an error naming the step before it
-can be checkpointed. docs/training.md has the user's view: resuming, changing topology,
-metrics.
+The story, top to bottom (`train`): validate the config; lock the workdir
+(workdir_lock.py) and check that a resume continues the same model, vocabulary and
+mixture; build the mesh; open the input pipeline (each process reads its own shard); lay
+out parameters and optimizer state in their shards; jit the update step; restore the
+newest complete checkpoint of the workdir or create the state directly in its shards; then
+loop: assemble the global batch, update, log, checkpoint. SIGTERM (a preemption,
+gato_jax/preemption.py) saves at the next step and exits with code 0; a NaN or inf loss
+stops the run with an error naming the step before it can be checkpointed.
+docs/training.md has the user's view: resuming, changing topology, metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -43,6 +45,7 @@ from gato_jax import (
   profiling,
   sharding,
   tokenizer,
+  workdir_lock,
 )
 from gato_jax.model import ModelOptions, from_config
 from gato_jax.model import loss as loss_lib
@@ -343,10 +346,27 @@ def check_finite(
 # ----------------------------------------------------------------------------------------
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> int:
-  """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done."""
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  allow_config_change: str | Sequence[str] = (),
+  lock_stale_seconds: float = workdir_lock.STALE_SECONDS,
+) -> int:
+  """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done.
+
+  The workdir is locked for the run (gato_jax/workdir_lock.py: a second trainer exits
+  naming this one). `allow_config_change` names config keys that may differ from the
+  checkpoint's on resume (checkpointing.check_resumable); each change is logged.
+  """
   validate_config(config)
-  checkpointing.check_resumable(config, workdir)
+  allowed = checkpointing.parse_allowed(allow_config_change, config)
+  with workdir_lock.hold(workdir, lock_stale_seconds):
+    checkpointing.check_resumable(config, workdir, allowed)
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """The run itself, once its config is checked and its workdir locked."""
 
   # Mesh: every device of every process, (data, fsdp, tensor) as config.mesh says.
   mesh = sharding.make_mesh(config)
@@ -447,7 +467,7 @@ def main(argv: list[str]) -> None:
   startup = (cli.sigterm_during_startup('the trainer, before its first step')
              if jax.process_count() == 1 else contextlib.nullcontext())
   with startup:
-    train(f.config, f.workdir)
+    train(f.config, f.workdir, f.allow_config_change, f.lock_stale_seconds)
 
 
 def define_flags() -> None:
@@ -459,6 +479,16 @@ def define_flags() -> None:
   )
   flags.DEFINE_integer('num_processes', 0, 'Processes in the run (with the above).')
   flags.DEFINE_integer('process_id', -1, "This process's index (with the above).")
+  flags.DEFINE_list(
+    'allow_config_change', [],
+    'Config keys (comma-separated) that may differ from the checkpoint\'s on resume, e.g. '
+    'optimizer.learning_rate,tokenizer.vocabulary; each change is logged with both values.',
+  )
+  flags.DEFINE_float(
+    'lock_stale_seconds', workdir_lock.STALE_SECONDS,
+    'A workdir lock held from another host whose heartbeat is older than this is taken '
+    'over (on this host, a lock whose pid is gone is taken over at once).',
+  )
   flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 import tiny_train_config
 from flax import nnx
@@ -318,3 +320,69 @@ def test_a_synchronous_save_is_complete_and_verified_when_save_returns(tmp_path)
   assert {name.split('/')[0] for name in files} == {'params', 'opt_state', 'data', 'meta'}
   assert 'data/position' in files
   checkpoints.close()
+
+
+# ----------------------------------------------------------------------------------------
+# The run's fingerprint: resume refuses another model, vocabulary or mixture
+# ----------------------------------------------------------------------------------------
+
+
+def changed(config, **overrides):
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *section, name = key.split('.')
+    (config[section[0]] if section else config)[name] = value
+  return config
+
+
+@pytest.mark.parametrize(
+  'key, new, named',
+  [
+    ('model.position_encoding', 'none',
+     "model.position_encoding: checkpoint 'rope', config 'none'"),
+    ('model.num_layers', 3, 'model.num_layers: checkpoint 2, config 3'),
+    ('tokenizer.text_vocab_size', 640, 'tokenizer.text_vocab_size: checkpoint 512, config 640'),
+    ('tokenizer.vocabulary', '/tmp/sp.model',
+     "tokenizer.vocabulary: checkpoint 'byte', config '/tmp/sp.model'"),
+    ('data.mixture', 'gato_text', "data.mixture: checkpoint 'gato_demo', config 'gato_text'"),
+  ],
+)
+def test_resume_refuses_another_fingerprint_naming_the_key_and_both_values(saved, key, new, named):
+  workdir, config, *_ = saved
+  with pytest.raises(ValueError, match=re.escape(named)) as error:
+    checkpointing.check_resumable(changed(config, **{key: new}), workdir)
+  assert f'--allow_config_change={key}' in str(error.value)
+
+
+def test_allowed_config_changes_resume_and_are_logged(saved, caplog):
+  workdir, config, *_ = saved
+  config = changed(config, **{'optimizer.learning_rate': 5e-4, 'tokenizer.vocabulary': '/tmp/b'})
+  with pytest.raises(ValueError, match='tokenizer.vocabulary'):
+    checkpointing.check_resumable(config, workdir)
+  allowed = checkpointing.parse_allowed('optimizer.learning_rate, tokenizer.vocabulary', config)
+  checkpointing.check_resumable(config, workdir, allowed)
+  old_rate = checkpointing.read_config(workdir, 5).optimizer.learning_rate
+  assert f'optimizer.learning_rate changes from {old_rate!r} to 0.0005' in caplog.text
+  assert "tokenizer.vocabulary changes from 'byte' to '/tmp/b'" in caplog.text
+  with pytest.raises(ValueError, match="'optimizer.no_such_key', which is not a config key"):
+    checkpointing.parse_allowed('optimizer.no_such_key', config)
+
+
+def test_a_checkpoint_past_total_steps_is_an_error_naming_both(saved):
+  workdir, config, *_ = saved
+  with pytest.raises(ValueError, match='checkpoint 5, past config key total_steps=4'):
+    checkpointing.check_resumable(changed(config, total_steps=4), workdir)
+
+
+def test_a_checkpoint_older_than_the_fingerprint_is_compared_on_what_it_records(tmp_path, caplog):
+  config = tiny_train_config.get_config()
+  recorded = json.loads(config.to_json_best_effort())
+  del recorded['tokenizer'], recorded['data']
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    checkpointer.save(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'meta'),
+                      {'step': 2, 'config': recorded})
+  bigger = changed(config, **{'tokenizer.text_vocab_size': 640})
+  checkpointing.check_resumable(bigger, str(tmp_path))
+  assert 'does not record data.mixture, tokenizer.text_vocab_size' in caplog.text
+  with pytest.raises(ValueError, match='model.num_layers'):
+    checkpointing.check_resumable(changed(config, **{'model.num_layers': 3}), str(tmp_path))

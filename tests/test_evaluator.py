@@ -350,6 +350,30 @@ def test_the_command_line_refuses_a_model_flag_the_checkpoint_contradicts(tmp_pa
   assert not (tmp_path / 'eval').exists()
 
 
+def test_the_vocabulary_and_mixture_come_from_the_checkpoint_unless_allowed(tmp_path, capsys):
+  """tokenizer.* and data.mixture follow model.*'s rule: the checkpoint's, printed; a
+  command-line flag that contradicts them is refused; --allow_config_change keeps --config's."""
+  trained = tiny_train_config.get_config()
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    checkpointer.save(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'meta'),
+                      {'step': 2, 'config': trained.to_dict()})
+  other = tiny_train_config.with_overrides(
+    **{'tokenizer.text_vocab_size': 640, 'data.mixture': 'gato_text'})
+  config = evaluator.run_config(other, str(tmp_path), 2)
+  assert config.tokenizer.text_vocab_size == 512 and config.data.mixture == 'gato_demo'
+  printed = capsys.readouterr().out
+  assert "data.mixture: checkpoint 'gato_demo', config 'gato_text': using the checkpoint's" in (
+    printed
+  )
+  assert 'tokenizer.text_vocab_size: checkpoint 512, config 640' in printed
+  with pytest.raises(ValueError, match="command line asks for: data.mixture: checkpoint 'gato_d"):
+    evaluator.run_config(other, str(tmp_path), 2, explicit=('data.mixture',))
+  allowed = checkpointing.parse_allowed('data.mixture', other)
+  config = evaluator.run_config(other, str(tmp_path), 2, ('data.mixture',), allowed)
+  assert config.data.mixture == 'gato_text' and config.tokenizer.text_vocab_size == 512
+  assert "using the config's (--allow_config_change)" in capsys.readouterr().out
+
+
 def test_missing_params_fail_clearly_and_the_watcher_moves_on(data_dir, tmp_path):
   config = make_config(
     data_dir, tasks=('cartpole',), episodes=1, batch_size=1, max_steps=2, prompt_tokens=12

@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,15 @@ import pytest
 import tiny_train_config
 from flax import nnx
 
-from gato_jax import checkpointing, evaluator, optimizer, sharding, tokenizer, train
+from gato_jax import (
+  checkpointing,
+  evaluator,
+  optimizer,
+  sharding,
+  tokenizer,
+  train,
+  workdir_lock,
+)
 from gato_jax.model import from_config
 from gato_jax.model.batch import synthetic_batch
 
@@ -346,6 +355,52 @@ def test_resume_may_change_how_the_step_runs_but_not_the_model(tmp_path):
   with pytest.raises(ValueError, match="command line.*model.position_encoding: checkpoint 'rope'"):
     evaluator.run_config(other_model, str(tmp_path), 4, explicit=('model.position_encoding',))
   assert evaluator.run_config(tiny_config(**how), str(tmp_path), 4).model.remat == 'full'
+
+
+def test_the_workdir_lock_and_the_fingerprint_on_resume(tmp_path, caplog):
+  """A dead trainer's lock is taken over and a finished run releases it; a live holder stops
+  the next trainer; total_steps below the checkpoint is an error naming both; a change the
+  command line allows (--allow_config_change) resumes and is logged."""
+  workdir = str(tmp_path)
+  dead = subprocess.Popen(['true'])
+  dead.wait()
+  stale = {'host': socket.gethostname(), 'pid': dead.pid, 'start_time': '2026-01-01T00:00:00'}
+  (tmp_path / workdir_lock.FILENAME).write_text(json.dumps(stale))
+  assert train.train(tiny_config(total_steps=3), workdir) == 3
+  assert f'pid {dead.pid}' in caplog.text and 'taking over the lock' in caplog.text
+  assert workdir_lock.read_holder(workdir) is None  # Released at the end of the run.
+
+  with pytest.raises(ValueError, match='checkpoint 3, past config key total_steps=2'):
+    train.train(tiny_config(total_steps=2), workdir)
+  assert workdir_lock.read_holder(workdir) is None  # Released on the error too.
+
+  with workdir_lock.WorkdirLock(workdir) as held:
+    holder = f'pid {os.getpid()}, started {held.record["start_time"]}'
+    with pytest.raises(workdir_lock.WorkdirLocked, match=re.escape(holder)):
+      train.train(tiny_config(total_steps=4), workdir)
+
+  faster = tiny_config(total_steps=4, **{'optimizer.learning_rate': 1e-3})
+  with pytest.raises(ValueError, match="'optimizer.no_such', which is not a config key"):
+    train.train(faster, workdir, allow_config_change='optimizer.no_such')
+  vocab = tiny_config(total_steps=4, **{'tokenizer.vocabulary': 'byte '})
+  with pytest.raises(ValueError, match="tokenizer.vocabulary: checkpoint 'byte', config 'byte '"):
+    train.train(vocab, workdir)
+  assert train.train(faster, workdir, allow_config_change='optimizer.learning_rate') == 4
+  assert 'optimizer.learning_rate changes from 0.002 to 0.001' in caplog.text
+
+
+def test_a_second_trainer_on_a_locked_workdir_exits_naming_the_holder(tmp_path):
+  """The holder here is this test process; the second trainer is a real `gato_jax.train`."""
+  log = tmp_path / 'train.log'
+  with workdir_lock.WorkdirLock(str(tmp_path / 'run')) as held:
+    record = held.record
+    process = start_training(tmp_path / 'run', log)
+    assert process.wait(timeout=300) != 0
+    assert workdir_lock.read_holder(str(tmp_path / 'run')) == record  # Still ours.
+  output = log.read_text()
+  holder = f'host {socket.gethostname()}, pid {os.getpid()}, started {record["start_time"]}'
+  assert holder in output, output[-3000:]
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
 
 
 def test_profile_steps_write_a_trace_of_those_steps(tmp_path):

@@ -11,6 +11,7 @@ logits of the padding rows are set to -1e9, so no loss or sampling ever picks th
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 import jax
@@ -50,19 +51,20 @@ class Difference(NamedTuple):
 def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Difference]:
   """Each setting in which `config` changes what a checkpoint's parameters compute.
 
-  `saved` is the config a checkpoint's `meta` item recorded (a dict or ConfigDict). Keys
-  it does not have (checkpoints older than the key) are not compared.
+  Every model.* key but EXECUTION_KEYS, and every tokenizer.* key (the vocabulary fixes
+  which id is which token). `saved` is the config a checkpoint's `meta` item recorded (a
+  dict or ConfigDict). Keys it does not have (checkpoints older than the key) are not
+  compared. Values are compared as JSON, as they were recorded (tuples become lists).
   """
-  saved_model = dict(saved.get('model') or {})
-  differ = [
-      Difference(f'model.{k}', saved_model[k], config.model.get(k))
-      for k in sorted(config.model.keys())
-      if k not in EXECUTION_KEYS and k in saved_model and saved_model[k] != config.model[k]
-  ]
-  saved_vocab = dict(saved.get('tokenizer') or {}).get('text_vocab_size')
-  if saved_vocab is not None and saved_vocab != config.tokenizer.text_vocab_size:
-    differ.append(Difference('tokenizer.text_vocab_size', saved_vocab,
-                             config.tokenizer.text_vocab_size))
+  current = json.loads(config.to_json_best_effort())
+  differ = []
+  for section in ('model', 'tokenizer'):
+    saved_section = dict(saved.get(section) or {})
+    for k in sorted(current.get(section) or {}):
+      if section == 'model' and k in EXECUTION_KEYS:
+        continue
+      if k in saved_section and saved_section[k] != current[section][k]:
+        differ.append(Difference(f'{section}.{k}', saved_section[k], current[section][k]))
   return differ
 
 
