@@ -96,3 +96,19 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
     if not (ROOT / 'gato_jax' / name).exists():
       stale.append(name)
   assert not stale, f'docs/architecture.md names files that do not exist: {stale}'
+
+
+def test_reliability_table_names_only_tests_that_exist():
+  """Every row of docs/reliability.md points at a test, and that test is in the suite."""
+  text = (ROOT / 'docs/reliability.md').read_text()
+  headers = ('| fault', '| ---')
+  rows = [r for r in text.splitlines() if r.startswith('| ') and not r.startswith(headers)]
+  assert len(rows) > 30
+  untested = [r[:80] for r in rows if 'tests/test_' not in r.split('|')[-2]]
+  assert not untested, f'rows of docs/reliability.md without a test: {untested}'
+  missing = []
+  for file, name in re.findall(r'`(tests/test_\w+\.py)::(\w+)', text):
+    source = (ROOT / file).read_text() if (ROOT / file).exists() else ''
+    if f'def {name}(' not in source:
+      missing.append(f'{file}::{name}')
+  assert not missing, f'docs/reliability.md names tests that do not exist: {missing}'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -84,7 +85,9 @@ def test_another_hosts_lock_is_alive_until_its_heartbeat_is_stale(tmp_path, capl
   write_lock(tmp_path, 'another-host', 12345, age=120)
   with WorkdirLock(str(tmp_path), stale_seconds=60):
     pass
-  assert 'host another-host, pid 12345' in caplog.text and 'heartbeat is 120 s old' in caplog.text
+  assert 'host another-host, pid 12345' in caplog.text
+  # 120 s when written; a loaded machine may take a second or more to get here.
+  assert re.search(r'heartbeat is 1[23]\d s old', caplog.text), caplog.text
 
 
 def test_the_heartbeat_refreshes_the_locks_mtime(tmp_path):
