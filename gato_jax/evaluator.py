@@ -45,7 +45,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, policy, reporting, scores, specs
+from gato_jax import checkpointing, fingerprint, policy, reporting, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs import runner
 from gato_jax.model import ModelOptions, check_task_fits, from_config
@@ -210,7 +210,7 @@ def run_config(
 ) -> ml_collections.ConfigDict:
   """The config checkpoint `step` is scored with: --config, as the model it was trained as.
 
-  Every setting of the run's fingerprint (checkpointing.config_differences: model.* but
+  Every setting of the run's fingerprint (fingerprint.config_differences: model.* but
   EXECUTION_KEYS, tokenizer.*, and data.mixture, whose env tasks are the default eval
   tasks) comes from the config the checkpoint's `meta` item recorded, with one printed
   line for each that --config gives otherwise: a rope checkpoint is scored as rope
@@ -218,10 +218,10 @@ def run_config(
   'model.position_encoding') that the checkpoint contradicts is refused instead, naming
   it, unless it is in `allowed` (--allow_config_change): then --config's value is used,
   with a printed line. Without a `meta` item --config is used as it is (logged by
-  checkpointing.model_differences).
+  fingerprint.model_differences).
   """
-  differ = checkpointing.model_differences(config, workdir, step)
-  keep = [d for d in differ if checkpointing.is_allowed(d.key, allowed)]
+  differ = fingerprint.model_differences(config, workdir, step)
+  keep = [d for d in differ if fingerprint.is_allowed(d.key, allowed)]
   refused = [str(d) for d in differ if d.key in explicit and d not in keep]
   if refused:
     raise ValueError(
@@ -250,7 +250,7 @@ def command_line_keys() -> tuple[str, ...]:
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   return tuple(
     k for k in overrides
-    if k.split('.')[0] in MODEL_SECTIONS or k in checkpointing.RUN_KEYS
+    if k.split('.')[0] in MODEL_SECTIONS or k in fingerprint.RUN_KEYS
   )
 
 
@@ -530,7 +530,7 @@ def main(argv: Sequence[str]) -> None:
     return
   explicit = command_line_keys()
   check_workdir(workdir)
-  allowed = checkpointing.parse_allowed(args.allow_config_change, config)
+  allowed = fingerprint.parse_allowed(args.allow_config_change, config)
   if args.step is not None:
     step = newest_good_step(workdir) if args.step == -1 else args.step
     e = config.eval

@@ -39,6 +39,7 @@ from gato_jax import (
   cli,
   data,
   distributed,
+  fingerprint,
   metrics,
   optimizer,
   preemption,
@@ -356,12 +357,12 @@ def train(
 
   The workdir is locked for the run (gato_jax/workdir_lock.py: a second trainer exits
   naming this one). `allow_config_change` names config keys that may differ from the
-  checkpoint's on resume (checkpointing.check_resumable); each change is logged.
+  checkpoint's on resume (fingerprint.check_resumable); each change is logged.
   """
   validate_config(config)
-  allowed = checkpointing.parse_allowed(allow_config_change, config)
+  allowed = fingerprint.parse_allowed(allow_config_change, config)
   with workdir_lock.hold(workdir, lock_stale_seconds):
-    checkpointing.check_resumable(config, workdir, allowed)
+    fingerprint.check_resumable(config, workdir, allowed)
     return _train(config, workdir)
 
 

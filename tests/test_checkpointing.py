@@ -16,7 +16,7 @@ import pytest
 import tiny_train_config
 from flax import nnx
 
-from gato_jax import checkpointing, data, sharding, train
+from gato_jax import checkpointing, data, fingerprint, sharding, train
 from gato_jax.model import from_config
 
 
@@ -350,7 +350,7 @@ def changed(config, **overrides):
 def test_resume_refuses_another_fingerprint_naming_the_key_and_both_values(saved, key, new, named):
   workdir, config, *_ = saved
   with pytest.raises(ValueError, match=re.escape(named)) as error:
-    checkpointing.check_resumable(changed(config, **{key: new}), workdir)
+    fingerprint.check_resumable(changed(config, **{key: new}), workdir)
   assert f'--allow_config_change={key}' in str(error.value)
 
 
@@ -358,20 +358,20 @@ def test_allowed_config_changes_resume_and_are_logged(saved, caplog):
   workdir, config, *_ = saved
   config = changed(config, **{'optimizer.learning_rate': 5e-4, 'tokenizer.vocabulary': '/tmp/b'})
   with pytest.raises(ValueError, match='tokenizer.vocabulary'):
-    checkpointing.check_resumable(config, workdir)
-  allowed = checkpointing.parse_allowed('optimizer.learning_rate, tokenizer.vocabulary', config)
-  checkpointing.check_resumable(config, workdir, allowed)
+    fingerprint.check_resumable(config, workdir)
+  allowed = fingerprint.parse_allowed('optimizer.learning_rate, tokenizer.vocabulary', config)
+  fingerprint.check_resumable(config, workdir, allowed)
   old_rate = checkpointing.read_config(workdir, 5).optimizer.learning_rate
   assert f'optimizer.learning_rate changes from {old_rate!r} to 0.0005' in caplog.text
   assert "tokenizer.vocabulary changes from 'byte' to '/tmp/b'" in caplog.text
   with pytest.raises(ValueError, match="'optimizer.no_such_key', which is not a config key"):
-    checkpointing.parse_allowed('optimizer.no_such_key', config)
+    fingerprint.parse_allowed('optimizer.no_such_key', config)
 
 
 def test_a_checkpoint_past_total_steps_is_an_error_naming_both(saved):
   workdir, config, *_ = saved
   with pytest.raises(ValueError, match='checkpoint 5, past config key total_steps=4'):
-    checkpointing.check_resumable(changed(config, total_steps=4), workdir)
+    fingerprint.check_resumable(changed(config, total_steps=4), workdir)
 
 
 def test_a_checkpoint_older_than_the_fingerprint_is_compared_on_what_it_records(tmp_path, caplog):
@@ -382,7 +382,7 @@ def test_a_checkpoint_older_than_the_fingerprint_is_compared_on_what_it_records(
     checkpointer.save(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'meta'),
                       {'step': 2, 'config': recorded})
   bigger = changed(config, **{'tokenizer.text_vocab_size': 640})
-  checkpointing.check_resumable(bigger, str(tmp_path))
+  fingerprint.check_resumable(bigger, str(tmp_path))
   assert 'does not record data.mixture, tokenizer.text_vocab_size' in caplog.text
   with pytest.raises(ValueError, match='model.num_layers'):
-    checkpointing.check_resumable(changed(config, **{'model.num_layers': 3}), str(tmp_path))
+    fingerprint.check_resumable(changed(config, **{'model.num_layers': 3}), str(tmp_path))

@@ -19,7 +19,7 @@ from flax import nnx
 
 from configs import common, demo
 from data_pipelines import rollouts
-from gato_jax import checkpointing, envs, evaluator, policy, scores, specs
+from gato_jax import checkpointing, envs, evaluator, fingerprint, policy, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.data import episodes
 from gato_jax.envs import runner
@@ -368,7 +368,7 @@ def test_the_vocabulary_and_mixture_come_from_the_checkpoint_unless_allowed(tmp_
   assert 'tokenizer.text_vocab_size: checkpoint 512, config 640' in printed
   with pytest.raises(ValueError, match="command line asks for: data.mixture: checkpoint 'gato_d"):
     evaluator.run_config(other, str(tmp_path), 2, explicit=('data.mixture',))
-  allowed = checkpointing.parse_allowed('data.mixture', other)
+  allowed = fingerprint.parse_allowed('data.mixture', other)
   config = evaluator.run_config(other, str(tmp_path), 2, ('data.mixture',), allowed)
   assert config.data.mixture == 'gato_text' and config.tokenizer.text_vocab_size == 512
   assert "using the config's (--allow_config_change)" in capsys.readouterr().out
