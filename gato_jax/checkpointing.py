@@ -447,6 +447,23 @@ def restore_or_init(
   return abstract._replace(params=params, opt_state=opt_state), step, iterator
 
 
+def newest_verified_step(workdir: str, items: tuple[str, ...]) -> int | None:
+  """The newest complete step whose `items` verify, reading only; damaged ones are logged.
+
+  The resume check reads the `meta` of the step the trainer will restore, and the
+  evaluator's --step=-1 scores this step; the trainer itself (`newest_good_step`) also
+  sets damaged steps aside.
+  """
+  for step in reversed(complete_steps(workdir)):
+    try:
+      verify_step(workdir, step, items)
+    except DamagedCheckpoint as e:
+      logging.error('%s; skipping it', e)
+      continue
+    return step
+  return None
+
+
 def newest_good_step(checkpoints: Checkpoints) -> int | None:
   """The newest complete step that verifies; damaged newer ones are logged and set aside.
 

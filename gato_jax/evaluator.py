@@ -51,10 +51,6 @@ from gato_jax.envs import runner
 from gato_jax.model import ModelOptions, check_task_fits, from_config
 
 POLICIES = ('gato', 'expert', 'random')
-# Config sections whose keys can fix the model a checkpoint holds (model.checkpoint_differences).
-MODEL_SECTIONS = ('model', 'tokenizer')
-
-
 # ----------------------------------------------------------------------------------------
 # Settings, checked once at start-up
 # ----------------------------------------------------------------------------------------
@@ -250,7 +246,7 @@ def command_line_keys() -> tuple[str, ...]:
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   return tuple(
     k for k in overrides
-    if k.split('.')[0] in MODEL_SECTIONS or k in fingerprint.RUN_KEYS
+    if k.split('.')[0] in fingerprint.SECTIONS or k in fingerprint.RUN_KEYS
   )
 
 
@@ -266,7 +262,7 @@ class Models:
     self._settings: tuple[str, ...] | None = None
 
   def restore(self, config: ml_collections.ConfigDict, workdir: str, step: int) -> nnx.Module:
-    settings = tuple(config[s].to_json_best_effort(sort_keys=True) for s in MODEL_SECTIONS)
+    settings = tuple(config[s].to_json_best_effort(sort_keys=True) for s in fingerprint.SECTIONS)
     if settings != self._settings:
       self.model, self._settings = make_model(config), settings
     checkpointing.restore_params(workdir, step, self.model)  # No params: FileNotFoundError.
@@ -358,13 +354,10 @@ def check_workdir(workdir: str) -> None:
 
 def newest_good_step(workdir: str) -> int:
   """--step=-1: the newest complete step whose parameters verify; damaged ones are logged."""
+  step = checkpointing.newest_verified_step(workdir, ('params', 'meta'))
+  if step is not None:
+    return step
   steps = checkpointing.complete_steps(workdir)
-  for step in reversed(steps):
-    try:
-      checkpointing.verify_step(workdir, step, ('params', 'meta'))
-      return step
-    except checkpointing.DamagedCheckpoint as e:
-      logging.error('%s; skipping it', e)
   raise FileNotFoundError(
     f'--step=-1: no complete checkpoint in {checkpointing.checkpoint_dir(workdir)} '
     + (f'verifies (damaged: {steps})' if steps else '')

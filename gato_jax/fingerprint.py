@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 from absl import logging
 
-from gato_jax.checkpointing import DamagedCheckpoint, complete_steps, saved_config, verify_step
-from gato_jax.model import Difference, checkpoint_differences
+from gato_jax import checkpointing
+from gato_jax.model import EXECUTION_KEYS
 
 
 def check_resumable(
@@ -32,7 +32,7 @@ def check_resumable(
   config.total_steps is an error too: that run cannot end at total_steps. The trainer runs
   it before anything is built, so that the refusal is the run's one error.
   """
-  step = newest_readable_meta(workdir)
+  step = checkpointing.newest_verified_step(workdir, ('meta',))
   if step is None:
     return
   if step > config.total_steps:
@@ -40,7 +40,7 @@ def check_resumable(
       f'{workdir} holds checkpoint {step}, past config key total_steps={config.total_steps}: '
       f'set --config.total_steps above {step} to continue this run, or use a new --workdir'
     )
-  saved = saved_config(workdir, step)
+  saved = checkpointing.saved_config(workdir, step)
   if saved is None:
     return
   differ = [d for d in config_differences(saved, config) if not is_allowed(d.key, allowed)]
@@ -57,8 +57,22 @@ def check_resumable(
                     step, config.total_steps)
 
 
-# Config keys outside model.* and tokenizer.* that a checkpoint's run is held to.
+# Sections every key of which a checkpoint's run is held to: what the parameters compute
+# (model.*, but EXECUTION_KEYS: how the step runs) and which id is which token (tokenizer.*).
+SECTIONS = ('model', 'tokenizer')
+# Config keys outside SECTIONS that a checkpoint's run is held to.
 RUN_KEYS = ('data.mixture',)
+
+
+class Difference(NamedTuple):
+  """One fingerprint key in which a config describes another run than a checkpoint's."""
+
+  key: str  # 'model.position_encoding', 'tokenizer.text_vocab_size', 'data.mixture'.
+  checkpoint: Any
+  config: Any
+
+  def __str__(self) -> str:
+    return f'{self.key}: checkpoint {self.checkpoint!r}, config {self.config!r}'
 
 
 def _get(tree: Any, key: str) -> tuple[bool, Any]:
@@ -81,25 +95,21 @@ def _json(value: Any) -> Any:
 def config_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Difference]:
   """The fingerprint of a run: where `config` differs from the config `saved` recorded.
 
-  model.* (but EXECUTION_KEYS) and tokenizer.* (model.checkpoint_differences), and
-  RUN_KEYS. Keys a checkpoint does not record (older ones) are not compared, and are
-  named in a log line.
+  Every key of SECTIONS (but model.EXECUTION_KEYS), and RUN_KEYS, compared as JSON, as
+  they were recorded (tuples become lists). Keys a checkpoint does not record (older ones)
+  are not compared, and are named in a log line.
   """
-  differ = checkpoint_differences(saved, config)
   current = _json(config)
-  unrecorded = []
-  for key in RUN_KEYS:
-    found, value = _get(current, key)
-    if not found:
-      continue
+  section_keys = [f'{section}.{k}' for section in SECTIONS
+                  for k in sorted(current.get(section) or {})
+                  if not (section == 'model' and k in EXECUTION_KEYS)]
+  run_keys = [k for k in RUN_KEYS if _get(current, k)[0]]
+  differ = []
+  for key in section_keys + run_keys:
     was_recorded, old = _get(saved, key)
-    if not was_recorded:
-      unrecorded.append(key)
-    elif old != value:
+    if was_recorded and old != (value := _get(current, key)[1]):
       differ.append(Difference(key, old, value))
-  for section in ('model', 'tokenizer'):
-    unrecorded += [f'{section}.{k}' for k in current.get(section) or {}
-                   if not _get(saved, f'{section}.{k}')[0]]
+  unrecorded = [k for k in run_keys + section_keys if not _get(saved, k)[0]]
   if unrecorded:
     logging.warning('the checkpoint does not record %s (written before they were compared); '
                     'they are not checked', ', '.join(unrecorded))
@@ -154,20 +164,6 @@ def log_allowed_changes(
   return changes
 
 
-def newest_readable_meta(workdir: str) -> int | None:
-  """The newest complete step whose `meta` verifies: the run the trainer will resume.
-
-  Read-only; a step with damaged meta is left for `newest_good_step` to name and set aside.
-  """
-  for step in reversed(complete_steps(workdir)):
-    try:
-      verify_step(workdir, step, ('meta',))
-    except DamagedCheckpoint:
-      continue
-    return step
-  return None
-
-
 def model_differences(
   config: ml_collections.ConfigDict, workdir: str, step: int
 ) -> list[Difference]:
@@ -177,5 +173,5 @@ def model_differences(
 
   Empty when they agree, or when the checkpoint has no `meta` item (logged).
   """
-  saved = saved_config(workdir, step)
+  saved = checkpointing.saved_config(workdir, step)
   return [] if saved is None else config_differences(saved, config)

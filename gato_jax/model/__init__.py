@@ -11,10 +11,8 @@ local_positions > 0. Logits at t predict tokens[t + 1] (loss.next_token_loss).
 
 from gato_jax.model.gato import (
   EXECUTION_KEYS,
-  Difference,
   Gato,
   check_task_fits,
-  checkpoint_differences,
   count_params,
   from_config,
 )
@@ -22,11 +20,9 @@ from gato_jax.model.options import ModelOptions
 
 __all__ = [
   'EXECUTION_KEYS',
-  'Difference',
   'Gato',
   'ModelOptions',
   'check_task_fits',
-  'checkpoint_differences',
   'count_params',
   'from_config',
 ]

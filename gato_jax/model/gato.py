@@ -11,8 +11,7 @@ logits of the padding rows are set to -1e9, so no loss or sampling ever picks th
 
 from __future__ import annotations
 
-import json
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,37 +34,6 @@ Cache = dict[str, jax.Array]
 EXECUTION_KEYS = frozenset({
     'remat', 'remat_save', 'remat_offload', 'remat_patches', 'loss_chunks', 'scan_layers',
     'attention', 'dropout_rate', 'dtype', 'param_dtype', 'max_length'})
-
-
-class Difference(NamedTuple):
-  """One setting in which a config describes another model than a checkpoint holds."""
-
-  key: str  # 'model.position_encoding', 'tokenizer.text_vocab_size'.
-  checkpoint: Any
-  config: Any
-
-  def __str__(self) -> str:
-    return f'{self.key}: checkpoint {self.checkpoint!r}, config {self.config!r}'
-
-
-def checkpoint_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Difference]:
-  """Each setting in which `config` changes what a checkpoint's parameters compute.
-
-  Every model.* key but EXECUTION_KEYS, and every tokenizer.* key (the vocabulary fixes
-  which id is which token). `saved` is the config a checkpoint's `meta` item recorded (a
-  dict or ConfigDict). Keys it does not have (checkpoints older than the key) are not
-  compared. Values are compared as JSON, as they were recorded (tuples become lists).
-  """
-  current = json.loads(config.to_json_best_effort())
-  differ = []
-  for section in ('model', 'tokenizer'):
-    saved_section = dict(saved.get(section) or {})
-    for k in sorted(current.get(section) or {}):
-      if section == 'model' and k in EXECUTION_KEYS:
-        continue
-      if k in saved_section and saved_section[k] != current[section][k]:
-        differ.append(Difference(f'{section}.{k}', saved_section[k], current[section][k]))
-  return differ
 
 
 def check_task_fits(spec: specs.TaskSpec, model: ModelOptions) -> None:
