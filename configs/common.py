@@ -124,6 +124,12 @@ def data_config(mixture: str, data_dir: str = 'data', **overrides) -> ml_collect
       'caption_image_size': 64,  # Caption images are resized to this square (x16).
       'caption_max_tokens': 32,  # Caption text tokens kept per pair.
       'text_files': '',  # Comma-separated local text files for gato_text_local.
+      # A run's own registrations (gato_jax/data/tasks.py register_from_config), all config:
+      'modules': '',  # Comma-separated modules to import (seqio tasks, specs.register).
+      'specs': {},  # Task name -> TaskSpec as config (gato_jax/specs/config.py).
+      'public_sources': {},  # Name -> public RLDS source (gato_jax/data/public_rlds.py).
+      'mixtures': {},  # Name -> {task: rate}.
+      'public_data_dir': '',  # Reads every public dataset from here; '' = each its own.
     }
   )
   data.update(overrides)

@@ -62,6 +62,7 @@ def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
   if not names:
     from gato_jax.data import tasks  # Registers the seqio tasks; only needed here.
 
+    tasks.register_from_config(config)
     names = tasks.episode_tasks(config.data.mixture)
     if not names:
       raise ValueError(

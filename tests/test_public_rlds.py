@@ -8,12 +8,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import public_rlds
-from data_pipelines.public_rlds import DatasetUnavailableError, _fit_image, read_public_episodes
+from configs import public_rlds as public_rlds_config
+from data_pipelines.public_rlds import DatasetUnavailableError, read_public_episodes
 from gato_jax import specs
 from gato_jax import tokenizer as tok
+from gato_jax.data import public_rlds
 
-SOURCES = public_rlds.get_config().sources
+SOURCES = public_rlds_config.get_config().sources
 
 
 def test_rlu_control_suite_maps_onto_the_dmc_cartpole_spec():
@@ -33,7 +34,8 @@ def test_data_that_does_not_fit_the_spec_names_dataset_and_episode():
   with tfds.testing.mock_data(num_examples=1):
     with pytest.raises(
       ValueError,
-      match=r"dataset rlu_atari/Pong_run_1, episode \d+: task 'atari_pong', field 'action': "
+      match=r'dataset rlu_atari/Pong_run_1, episode rlu_atari-train.tfrecord-\d+-of-\d+__\d+: '
+      r"task 'atari_pong', field 'action': "
       r'value \d+ at step 0',
     ):
       list(read_public_episodes(SOURCES.rlu_atari_pong))
@@ -42,7 +44,11 @@ def test_data_that_does_not_fit_the_spec_names_dataset_and_episode():
 def test_a_mapping_to_a_field_the_spec_lacks_is_refused():
   source = SOURCES.rlu_control_suite_cartpole.copy_and_resolve_references()
   source.observation['angle'] = 'observation/position'
-  with pytest.raises(ValueError, match=r"names \['angle'\], which task 'dmc_cartpole_balance'"):
+  with pytest.raises(
+    ValueError,
+    match=r"must map every field of spec 'dmc_cartpole_balance' \(\['position', 'velocity'\]\) "
+    r"and nothing else; unknown: \['angle'\]",
+  ):
     next(read_public_episodes(source))
 
 
@@ -50,7 +56,7 @@ def test_grayscale_frames_become_rgb_of_the_spec_size():
   frames = np.zeros((2, 84, 84, 1), np.uint8)
   frames[:, :42] = 200  # Top half bright.
   field = tok.ImageField('pixels', 80, 64)
-  out = _fit_image(frames, field)
+  out = public_rlds.fit_image(tf.constant(frames), field).numpy()
   assert out.shape == (2, 80, 64, 3) and out.dtype == np.uint8
   assert out[0, 5, 5].tolist() == [200, 200, 200] and out[0, 75, 5].tolist() == [0, 0, 0]
 
@@ -213,40 +219,56 @@ def test_fractal_episodes_tokenize_with_the_spec(fractal_metadata, byte_vocabula
   assert np.max(np.abs(decoded - episode.actions[2])) <= half_bin + 1e-6
 
 
+_SOURCE = r'public source fractal20220817_data:0\.1\.0: '
+_EPISODE = r'dataset fractal20220817_data:0\.1\.0, episode 0: '
+
+
 @pytest.mark.parametrize(
   'field, paths, message',
   [
-    ('action', 'action', r"field 'action' is a dict of \['base_displacement_vector'"),
+    (
+      'action',
+      'action',
+      _SOURCE + r"step field 'action' of fractal20220817_data:0.1.0 is a dict of "
+      r"\['base_displacement_vector'",
+    ),
     (
       'action',
       ['action/world_vector', 'action/rotation_delta'],
-      r"task 'oxe_fractal', field 'action': expected shape \(7,\) per step .* got \(6,\)",
+      _EPISODE
+      + r"task 'oxe_fractal', field 'action': expected shape \(7,\) per step .* got \(6,\)",
     ),
-    ('action', ['action/world_vector', 'action/rotation_deltas'], r"no field 'action/rot"),
+    (
+      'action',
+      ['action/world_vector', 'action/rotation_deltas'],
+      _SOURCE + r"dataset fractal20220817_data:0.1.0 has no step field 'action/rotation_deltas'",
+    ),
     (
       'instruction',
       'observation/natural_language_embedding',
-      r"task 'oxe_fractal', field 'instruction': expected one string per step, got shape \(512,\)",
+      _EPISODE + r"task 'oxe_fractal', field 'instruction': expected one string per step, got "
+      r'shape \(512,\)',
     ),
     (
       'state',
       ['observation/base_pose_tool_reached', 'observation/natural_language_instruction'],
-      r"field 'observation/natural_language_instruction' is not numeric",
+      _SOURCE + r"step field 'observation/natural_language_instruction' of "
+      r"fractal20220817_data:0.1.0 is string, not a number: it cannot be concatenated into 'state'",
     ),
   ],
 )
 def test_a_wrong_fractal_mapping_names_dataset_episode_and_field(
   fractal_metadata, field, paths, message
 ):
+  """A mapping that misses the dataset's features fails before any episode, naming the
+  source and field; one whose values misfit the spec names the episode too."""
   source = SOURCES.oxe_fractal.to_dict()  # A plain dict: a path may become a list, or back.
   if field == 'action':
     source['action'] = paths
   else:
     source['observation'][field] = paths
   source = ml_collections.ConfigDict(source)
-  with pytest.raises(
-    ValueError, match=r'dataset fractal20220817_data:0\.1\.0, episode 0: ' + message
-  ):
+  with pytest.raises(ValueError, match=message):
     _read_fractal(source, fractal_metadata)
 
 
@@ -268,11 +290,11 @@ def test_an_unreachable_dataset_says_what_to_do(monkeypatch):
   def offline(*args, **kwargs):
     raise RuntimeError('FailedPreconditionError: Could not resolve host: www.googleapis.com')
 
-  monkeypatch.setattr(tfds, 'load', offline)
+  monkeypatch.setattr(tfds, 'builder', offline)
   with pytest.raises(
     DatasetUnavailableError,
-    match=r"dataset fractal20220817_data:0\.1\.0: cannot open split 'train' in "
-    r'gs://gresearch/robotics: FailedPreconditionError: Could not resolve host.*\n.*--data_dir',
+    match=r'cannot open dataset fractal20220817_data:0\.1\.0 in gs://gresearch/robotics: '
+    r'FailedPreconditionError: Could not resolve host.*data.public_data_dir \(or --data_dir\)',
   ):
     next(read_public_episodes(SOURCES.oxe_fractal))
 

@@ -35,6 +35,7 @@ class PipelineOptions:
   caption_image_size: int = 64
   caption_max_tokens: int = 32
   text_files: tuple[str, ...] = ()
+  public_data_dir: str = ''  # Where every public RLDS dataset is read from; '' = its own.
 
   @property
   def prompt_tokens(self) -> int:
@@ -90,6 +91,7 @@ def from_config(config: Any) -> PipelineOptions:
     caption_image_size=image_size,
     caption_max_tokens=_require(data, 'caption_max_tokens', positive, 'a positive int'),
     text_files=tuple(f for f in files.split(',') if f),
+    public_data_dir=data.get('public_data_dir', '') or '',
   )
 
 

@@ -44,6 +44,7 @@ def required_datasets(config: Any) -> list[RequiredDataset]:
   Datasets TFDS knows by name (c4, coco_captions) and local text files are not listed:
   they are read where TFDS or the config puts them.
   """
+  tasks.register_from_config(config)
   data_dir, mixture = config.data.data_dir, config.data.mixture
   required = [
     RequiredDataset(f'episodes {s.dataset}', episodes.dataset_dir(s.dataset, data_dir), s)
@@ -81,7 +82,8 @@ def check_datasets(config: Any) -> None:
 
 def check_tasks(config: Any) -> None:
   """Every episode task fits the model, and a timestep fits a sequence, before any step."""
-  for task in tasks.episode_tasks(config.data.mixture):
+  tasks.register_from_config(config)
+  for task in tasks.episode_specs(config.data.mixture):
     spec = specs.get_spec(task)
     gato_model.check_task_fits(spec, gato_model.ModelOptions.from_config(config))
     if spec.tokens_per_timestep > config.model.max_length:
@@ -97,6 +99,7 @@ def mixture_dataset(
   """This process's endless, batched stream of `config.data.mixture`."""
   opts = options.from_config(config)
   options.configure(opts)
+  tasks.register_from_config(config)
   try:
     seqio.get_mixture_or_task(config.data.mixture)
   except ValueError as e:

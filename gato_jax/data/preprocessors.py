@@ -72,12 +72,13 @@ def filter_by_return(dataset: tf.data.Dataset) -> tf.data.Dataset:
   return dataset.filter(keep)
 
 
-def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
+def tokenize_episodes(dataset: tf.data.Dataset, task: str, name: str = '') -> tf.data.Dataset:
   """Whole episodes -> flat token streams, through the TaskSpec's tokenizer (numpy).
 
   The RLDS final step (last observation, padding action) is dropped (`acted_steps`): it is
-  not a timestep the agent acted in. An episode the spec rejects raises, naming the dataset and
-  the episode, or with data.bad_examples='drop' is dropped, counted and logged once.
+  not a timestep the agent acted in. An episode the spec rejects raises, naming the dataset
+  (`name`, else the task's own) and the episode, or with data.bad_examples='drop' is dropped,
+  counted and logged once.
   """
   opts = options.current()
   spec = specs.get_spec(task)
@@ -90,7 +91,7 @@ def tokenize_episodes(dataset: tf.data.Dataset, task: str) -> tf.data.Dataset:
       steps = task_tokenizer.tokenize_steps(obs, acts)
       return tuple(np.asarray(getattr(steps, k), inputs.SPEC[k].dtype) for k in inputs.MODEL_INPUTS)
     except ValueError as e:
-      message = f'dataset {task}, episode {episode.decode()}: {e}'
+      message = f'dataset {name or task}, episode {episode.decode()}: {e}'
       if opts.bad_examples == 'raise':
         raise ValueError(message) from e
       _DROPPED[task] += 1

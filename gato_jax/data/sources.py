@@ -17,7 +17,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gato_jax.data import captions, episodes, options, text
+from gato_jax.data import captions, episodes, options, public_rlds, text
 
 MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
 
@@ -142,3 +142,38 @@ def caption_dataset_fn(name: str) -> Any:
     return ds
 
   return dataset_fn
+
+
+class PublicEpisodeSource(_TrainSource):
+  """A public RLDS dataset read in place (gato_jax/data/public_rlds.py), sharded by episode
+  ranges like EpisodeSource; config key data.public_data_dir, when set, is where every public
+  dataset is read from (a local mirror) instead of each source's own data_dir."""
+
+  def __init__(self, source: public_rlds.Source):
+    self.source = source
+    super().__init__()
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def get_dataset(
+    self,
+    split: str = 'train',
+    shuffle: bool = True,
+    seed: int | None = None,
+    shard_info: seqio.ShardInfo | None = None,
+    *,
+    sequence_length: Any = None,
+    use_cached: bool = False,
+    num_epochs: int | None = 1,
+  ) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # The task repeats after preprocessing.
+    opts = options.current()
+    shard = None if shard_info is None else (shard_info.index, shard_info.num_shards)
+    ds = public_rlds.episode_dataset(
+      self.source, opts.public_data_dir or None, split, shard, shuffle=shuffle, seed=seed
+    )
+    if shuffle:
+      ds = ds.shuffle(opts.episode_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds

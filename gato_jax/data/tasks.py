@@ -7,22 +7,28 @@ Importing this module registers, T5X style:
   gato_c4                TFDS `c4/en` (needs the network or a prepared data_dir)
   gato_shapes_captions   the offline drawn-shapes captions (gato_jax/data/captions.py)
   gato_coco_captions     TFDS `coco_captions` (needs the network or a prepared data_dir)
-and the mixtures `gato_demo` (what the CPU demo trains on) and `gato_table1` /
-`gato_table1_offline` (paper table 1's sample weights over the domains available here).
+  gato_<source>          one per public RLDS dataset of gato_jax/data/public_catalog.py
+                         (RL Unplugged, Open X-Embodiment), read in place
+and the mixtures `gato_demo` (what the CPU demo trains on), `gato_table1` /
+`gato_table1_offline` (paper table 1's sample weights over the domains available here) and
+`gato_public` (the same weights over the public datasets).
 
-Adding a dataset takes its TaskSpec, one `seqio.TaskRegistry.add` call and a line in a
-mixture: docs/adding_a_dataset.md walks through an example.
+A run's config adds its own (`register_from_config`): modules to import, specs, public
+sources and mixtures, all as config. docs/adding_a_dataset.md walks through both ways.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+from typing import Any
 
 import seqio
 
 from gato_jax import specs
-from gato_jax.data import preprocessors, sources
+from gato_jax.data import preprocessors, public_catalog, public_rlds, sources
 from gato_jax.model import inputs
+from gato_jax.specs import config as spec_config
 
 # Token ids arrive already in the Gato layout; the text vocabulary that made them is in
 # config.tokenizer, applied by the preprocessors. seqio only needs a placeholder here.
@@ -35,15 +41,16 @@ OUTPUT_FEATURES = {
 SHUFFLE_BUFFER = 256
 
 
-def episode_preprocessors(task: str, filter_returns: bool = True) -> list:
+def episode_preprocessors(task: str, filter_returns: bool = True, dataset: str = '') -> list:
   """Filter by return, tokenize with the TaskSpec, window with prompts (preprocessors.py).
 
+  `task` names the TaskSpec; `dataset` the data in errors when it is not the task's own.
   `filter_returns=False` keeps every episode: for datasets that are not expert data on
   purpose, like Gato's "DM Control random".
   """
   return [
     *([preprocessors.filter_by_return] if filter_returns else []),
-    functools.partial(preprocessors.tokenize_episodes, task=task),
+    functools.partial(preprocessors.tokenize_episodes, task=task, name=dataset),
     functools.partial(preprocessors.window_episodes, task=task),
   ]
 
@@ -60,6 +67,81 @@ for _task in specs.TASK_SPECS:
     output_features=OUTPUT_FEATURES,
     shuffle_buffer_size=SHUFFLE_BUFFER,
   )
+
+
+def register_public_source(source: public_rlds.Source) -> str:
+  """A public RLDS dataset as the seqio task `gato_<source name>`; returns the task's name.
+
+  Its episodes carry no expert or random return, so the return filter keeps them all: as
+  published, they are the data (RL Unplugged logs every episode of its agents' runs).
+  """
+  name = task_name(source.name)
+  if source.name in specs.TASK_SPECS:
+    raise ValueError(f'public source {source.name!r} takes the name of an environment task')
+  public_rlds.register(source)
+  if name not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(
+      name,
+      source=sources.PublicEpisodeSource(source),
+      preprocessors=episode_preprocessors(source.spec, dataset=source.dataset),
+      output_features=OUTPUT_FEATURES,
+      shuffle_buffer_size=SHUFFLE_BUFFER,
+    )
+  return name
+
+
+for _name, _entry in public_catalog.SOURCES.items():
+  register_public_source(public_rlds.Source.from_config(_name, _entry))
+
+
+def register_from_config(config: Any) -> None:
+  """What a run's config adds to the registries, before its mixture is looked up.
+
+  `data.modules` (comma-separated Python modules, imported: a user's own seqio tasks,
+  mixtures and `specs.register` calls, as T5X imports MIXTURE_OR_TASK_MODULE),
+  `data.specs` (name -> spec as config, gato_jax/specs/config.py) and
+  `data.public_sources` (name -> source as config, gato_jax/data/public_rlds.py). Running
+  it again with the same config changes nothing; a name taken by something else is an
+  error naming the key.
+  """
+  data = config.data
+  for module in filter(None, (m.strip() for m in (data.get('modules') or '').split(','))):
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ValueError(f'config key data.modules: cannot import {module!r}: {e}') from e
+  for name, entry in dict(data.get('specs') or {}).items():
+    spec = spec_config.from_dict(name, entry, f'config key data.specs.{name}')
+    try:
+      if specs.get_spec(name) == spec:
+        continue
+    except ValueError:
+      specs.register(spec)
+      continue
+    raise ValueError(f'config key data.specs.{name}: task {name!r} already has another spec')
+  for source in public_rlds.sources_from_config(data):
+    try:
+      register_public_source(source)
+    except ValueError as e:
+      raise ValueError(f'config key data.public_sources.{source.name}: {e}') from None
+  for name, rates in dict(data.get('mixtures') or {}).items():
+    where = f'config key data.mixtures.{name}'
+    rates = dict(rates)
+    for task, rate in rates.items():
+      if task not in seqio.TaskRegistry.names():
+        raise ValueError(f'{where}: unknown task {task!r}')
+      if not isinstance(rate, int | float) or rate <= 0:
+        raise ValueError(f'{where}.{task}: the rate must be a positive number, got {rate!r}')
+    if name in seqio.MixtureRegistry.names():
+      known = {
+        t.name: seqio.get_mixture_or_task(name).get_rate(t)
+        for t in seqio.get_mixture_or_task(name).tasks
+      }
+      if known != rates:
+        raise ValueError(f'{where}: mixture {name!r} is already registered with {known}')
+      continue
+    seqio.MixtureRegistry.add(name, list(rates.items()))
+
 
 seqio.TaskRegistry.add(
   'gato_text_local',
@@ -113,6 +195,28 @@ def table1_rates() -> list[tuple[str, float]]:
 seqio.MixtureRegistry.add(
   'gato_table1', [*table1_rates(), ('gato_c4', TEXT_WEIGHT), ('gato_coco_captions', CAPTION_WEIGHT)]
 )
+# The same table over data published outside this project: RL Unplugged's Atari, DM Lab
+# and DM Control (states) logs and Open X-Embodiment's robots, with C4 for MassiveText and
+# COCO captions. Open X-Embodiment stands in for Gato's real and simulated robot data (RGB
+# stacking, real and sim): their 2.66 together.
+PUBLIC_DOMAIN_WEIGHTS = {'atari': 9.5, 'dmlab': 9.35, 'dmc': 4.62, 'oxe': 1.33 + 1.33}
+
+
+def public_rates() -> list[tuple[str, float]]:
+  """(task, rate) for every catalog source: its domain's weight over the domain's size."""
+  by_domain: dict[str, list[str]] = {}
+  for name, entry in public_catalog.SOURCES.items():
+    by_domain.setdefault(entry['domain'], []).append(name)
+  return [
+    (task_name(n), PUBLIC_DOMAIN_WEIGHTS[d] / len(names))
+    for d, names in by_domain.items()
+    for n in names
+  ]
+
+
+seqio.MixtureRegistry.add(
+  'gato_public', [*public_rates(), ('gato_c4', TEXT_WEIGHT), ('gato_coco_captions', CAPTION_WEIGHT)]
+)
 seqio.MixtureRegistry.add(
   'gato_table1_offline',
   [*table1_rates(), ('gato_text_local', TEXT_WEIGHT), ('gato_shapes_captions', CAPTION_WEIGHT)],
@@ -148,6 +252,19 @@ def caption_tasks(mixture_or_task: str) -> list[str]:
   provider = seqio.get_mixture_or_task(mixture_or_task)
   members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   return [t.name for t in members if t.name == 'gato_shapes_captions']
+
+
+def public_sources(mixture_or_task: str) -> list[public_rlds.Source]:
+  """The public RLDS sources a mixture or task reads."""
+  provider = seqio.get_mixture_or_task(mixture_or_task)
+  members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  return [t.source.source for t in members if isinstance(t.source, sources.PublicEpisodeSource)]
+
+
+def episode_specs(mixture_or_task: str) -> list[str]:
+  """Every TaskSpec whose episodes a mixture tokenizes: environment tasks and public data."""
+  names = {s.task for s in episode_sources(mixture_or_task)}
+  return sorted(names | {s.spec for s in public_sources(mixture_or_task)})
 
 
 def episode_tasks(mixture_or_task: str) -> list[str]:
