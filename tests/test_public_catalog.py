@@ -33,17 +33,23 @@ f = tfds.features
 # ----------------------------------------------------------------------------------------
 
 
+PREFIXES = {
+  'atari': 'rlu_atari_',
+  'dmc': 'rlu_control_suite_',
+  'dmlab': 'rlu_dmlab_',
+  'oxe': 'oxe_',
+}
+
+
 def test_every_source_maps_every_field_of_an_existing_spec():
-  assert len(SOURCES) == 46 + 9 + 5 + 10
+  counts = {domain: 0 for domain in PREFIXES}
   for name, source in SOURCES.items():
     assert set(source) == {'dataset', 'data_dir', 'spec', 'observation', 'action', 'domain'}
-    assert name.startswith(
-      {'atari': 'rlu_atari_', 'dmc': 'rlu_control_suite_'}.get(
-        source['domain'], {'dmlab': 'rlu_dmlab_', 'oxe': 'oxe_'}.get(source['domain'], '?')
-      )
-    )
+    assert name.startswith(PREFIXES[source['domain']]), name
+    counts[source['domain']] += 1
     spec = specs.get_spec(source['spec'])
     assert set(source['observation']) == {field.name for field in spec.observation}, name
+  assert counts == {'atari': 46, 'dmc': 9, 'dmlab': 5, 'oxe': 10}
 
 
 def test_all_atari_games_share_one_mapping_and_any_run_is_one_call():
