@@ -205,9 +205,11 @@ OXE_SIZE_SQUARE = (128, 128)
 
 
 def _oxe_action(dims: int, saturate: bool = False) -> ContinuousField:
-  """A robot's arm command in [-1, 1]: every part the datasets publish lies there (world and
-  rotation deltas of a few centimetres and tenths of a radian, a gripper command of -1, 0 or
-  1, or 0/1 for bridge's open_gripper). `saturate` only where the dataset documents clipping."""
+  """A robot's arm command binned over [-1, 1], which holds the ranges published for these
+  datasets (OXE's dataset sheet and colab: deltas of centimetres and tenths of a radian, a
+  gripper command of -1, 0 or 1, bridge's open_gripper 0/1). Cable routing and roboturk publish
+  none: an episode beyond ±1 fails naming its field instead of training on clipped values.
+  `saturate` only where the dataset documents clipping to the range."""
   return ContinuousField('action', (dims,), mu_law=False, low=-1.0, high=1.0, saturate=saturate)
 
 
@@ -233,7 +235,9 @@ def _oxe(
 # one): no simulator runs them here, so they have no env, no expert to roll out and no measured
 # returns. get_spec finds them; task_names() and the dataset generator, which need an env, never
 # see them. Instruction sizes are in bytes (the byte vocabulary's worst case; SentencePiece needs
-# far fewer): fixed instruction sets are sized to fit, free-form ones (bridge, taco_play) truncate.
+# far fewer). Datasets with a known instruction set are sized to fit its longest (kuka 'pick
+# anything', cable routing 'route cable', nyu door 'open door', roboturk's three tasks, ur5's
+# four); the others' instructions are free-form or unlisted, so a longer one is cut, not refused.
 DATASET_SPECS: dict[str, TaskSpec] = {
   spec.name: spec
   for spec in (
@@ -272,22 +276,22 @@ DATASET_SPECS: dict[str, TaskSpec] = {
     # QT-Opt's KUKA grasping, converted to RT-1's action format by the RT-1 authors: fractal's
     # action field. Its tool pose sits under a key with a '/' in it (clip_function_input/...),
     # which a '/'-path cannot name: the state is the gripper and the height above the bin.
-    _oxe('kuka', FRACTAL_SIZE, _FRACTAL_ACTION, state_dim=2, instruction_tokens=32),
+    _oxe('kuka', FRACTAL_SIZE, _FRACTAL_ACTION, state_dim=2, instruction_tokens=16),
     # WidowX: 7 state values (xyz, rpy, gripper); world_vector, rotation_delta, open_gripper.
     _oxe('bridge', OXE_SIZE_4_3, _oxe_action(7), 7, instruction_tokens=64, truncate=True),
     # Franka (CALVIN setup): robot_obs is 15 values; rel_actions_world is CALVIN's relative
     # action, scaled and clipped to [-1, 1] (xyz, euler, gripper ±1).
     _oxe('taco_play', OXE_SIZE_4_3, _oxe_action(7, saturate=True), 15, 64, truncate=True),
     # Jaco 2: end-effector pose (7) and joint positions (8); world_vector and the gripper.
-    _oxe('jaco_play', OXE_SIZE_SQUARE, _oxe_action(4), 15, instruction_tokens=64),
+    _oxe('jaco_play', OXE_SIZE_SQUARE, _oxe_action(4), 15, 64, truncate=True),
     # Franka cable routing: robot_state (7); world_vector and rotation_delta (no gripper).
     _oxe('cable_routing', OXE_SIZE_SQUARE, _oxe_action(6), 7, instruction_tokens=16),
     # Sawyer teleoperation, front camera only, no state.
-    _oxe('roboturk', OXE_SIZE_4_3, _oxe_action(7), instruction_tokens=32),
+    _oxe('roboturk', OXE_SIZE_4_3, _oxe_action(7), instruction_tokens=16),
     # Hello Stretch opening cabinet doors: a wrist camera, no state.
     _oxe('nyu_door', OXE_SIZE_4_3, _oxe_action(7), instruction_tokens=16),
     # Franka: joint positions (7) and gripper width (1); gripper command is a scalar.
-    _oxe('viola', OXE_SIZE_SQUARE, _oxe_action(7), 8, instruction_tokens=64),
+    _oxe('viola', OXE_SIZE_SQUARE, _oxe_action(7), 8, instruction_tokens=64, truncate=True),
     # UR5: robot_state (15); the longest of its four instructions is 62 bytes.
     _oxe('ur5', OXE_SIZE_4_3, _oxe_action(7), 15, instruction_tokens=80),
   )
