@@ -60,7 +60,7 @@ def read_public_episodes(
       task=source.spec,
       env=source.dataset,
       policy='logged',
-      seed=index,
+      seed=int(example['episode_id']) if example['episode_id'] >= 0 else index,
       observations=observations,
       actions=actions,
       rewards=example['reward'],

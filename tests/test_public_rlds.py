@@ -19,7 +19,7 @@ SOURCES = public_rlds_config.get_config().sources
 
 def test_rlu_control_suite_maps_onto_the_dmc_cartpole_spec():
   with tfds.testing.mock_data(num_examples=2):
-    read = list(read_public_episodes(SOURCES.rlu_control_suite_cartpole))
+    read = list(read_public_episodes(SOURCES.rlu_control_suite_cartpole_swingup))
   assert len(read) == 2
   for episode in read:
     assert episode.task == 'dmc_cartpole_balance'
@@ -30,19 +30,19 @@ def test_rlu_control_suite_maps_onto_the_dmc_cartpole_spec():
 
 
 def test_data_that_does_not_fit_the_spec_names_dataset_and_episode():
-  # Mock Atari actions are random bytes, far outside Pong's 6 actions.
+  # Mock Atari actions are random bytes, far outside ALE's 18 actions.
   with tfds.testing.mock_data(num_examples=1):
     with pytest.raises(
       ValueError,
       match=r'dataset rlu_atari/Pong_run_1, episode rlu_atari-train.tfrecord-\d+-of-\d+__\d+: '
-      r"task 'atari_pong', field 'action': "
+      r"task 'rlu_atari', field 'action': "
       r'value \d+ at step 0',
     ):
       list(read_public_episodes(SOURCES.rlu_atari_pong))
 
 
 def test_a_mapping_to_a_field_the_spec_lacks_is_refused():
-  source = SOURCES.rlu_control_suite_cartpole.copy_and_resolve_references()
+  source = SOURCES.rlu_control_suite_cartpole_swingup.copy_and_resolve_references()
   source.observation['angle'] = 'observation/position'
   with pytest.raises(
     ValueError,

@@ -169,21 +169,35 @@ def builder(source: Source, data_dir: str | None = None) -> tfds.core.DatasetBui
 
 
 def _lookup(steps: Mapping[str, Any], path: str, source: Source) -> tf.Tensor:
+  """The field at a '/'-path. A key that itself holds '/' (kuka's
+  'clip_function_input/base_pose_tool_reached') is matched whole before it is split."""
   node: Any = steps
-  for key in path.split('/'):
-    if not isinstance(node, Mapping) or key not in node:
-      found = sorted(node) if isinstance(node, Mapping) else []
+  rest = path
+  while rest:
+    if not isinstance(node, Mapping):
       raise ValueError(
         f'public source {source.name}: dataset {source.dataset} has no step field {path!r} '
-        f'(found {found} at {key!r})'
+        f'(a tensor at {path[: len(path) - len(rest)].rstrip("/")!r})'
       )
-    node = node[key]
+    key = next((k for k in (rest, *_prefixes(rest)) if k in node), None)
+    if key is None:
+      raise ValueError(
+        f'public source {source.name}: dataset {source.dataset} has no step field {path!r} '
+        f'(found {sorted(node)} at {rest.split("/")[0]!r})'
+      )
+    node, rest = node[key], rest[len(key) + 1 :]
   if isinstance(node, Mapping):  # Open X-Embodiment actions are dicts of named parts.
     raise ValueError(
       f'public source {source.name}: step field {path!r} of {source.dataset} is a dict of '
       f'{sorted(node)}: map one of them, or list several to concatenate'
     )
   return node
+
+
+def _prefixes(path: str) -> list[str]:
+  """'a/b/c' -> ['a/b', 'a']: the longest key first."""
+  parts = path.split('/')
+  return ['/'.join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
 
 
 def _gather(steps: Mapping[str, Any], paths: tuple[str, ...], source: Source) -> tf.Tensor:
@@ -253,6 +267,8 @@ def episode_fn(source: Source) -> Any:
       'expert_return': tf.constant(math.nan, tf.float32),
       'random_return': tf.constant(math.nan, tf.float32),
       'episode': episode,
+      # RL Unplugged numbers its episodes; others have no id (-1).
+      'episode_id': tf.cast(example.get('episode_id', tf.constant(-1, tf.int64)), tf.int64),
     }
 
   return to_episode

@@ -147,9 +147,97 @@ _FRACTAL_ACTION = ContinuousField(
   'action', (7,), mu_law=False, low=-math.pi / 2, high=math.pi / 2, saturate=True
 )
 
-# Tasks known only from a public dataset (data_pipelines/public_rlds.py): no simulator runs
-# them here, so they have no env, no expert to roll out and no measured returns. get_spec
-# finds them; task_names() and the dataset generator, which need an env, never see them.
+# RL Unplugged's DM Control Suite (TFDS rlu_control_suite): each config's observation fields as
+# its steps name them, with their shapes, and the action width. cartpole_swingup is left out: its
+# cartpole body (position (3,), velocity (2,), a 1-wide action) is the generated dmc_cartpole
+# tasks' exactly, so its episodes take the 'dmc_cartpole_balance' spec. walker_* and
+# manipulator_* share a body but keep a spec per task, as the generated DMC tasks do.
+RLU_CONTROL_SUITE: dict[str, tuple[dict[str, tuple[int, ...]], int]] = {
+  'cheetah_run': ({'position': (8,), 'velocity': (9,)}, 6),
+  'finger_turn_hard': (
+    {'dist_to_target': (1,), 'position': (4,), 'target_position': (2,), 'velocity': (3,)},
+    2,
+  ),
+  'fish_swim': ({'joint_angles': (7,), 'target': (3,), 'upright': (1,), 'velocity': (13,)}, 5),
+  'humanoid_run': (
+    {
+      'com_velocity': (3,),
+      'extremities': (12,),
+      'head_height': (1,),
+      'joint_angles': (21,),
+      'torso_vertical': (3,),
+      'velocity': (27,),
+    },
+    21,
+  ),
+  **{
+    f'manipulator_{task}': (
+      {
+        'arm_pos': (16,),
+        'arm_vel': (8,),
+        'hand_pos': (4,),
+        'object_pos': (4,),
+        'object_vel': (3,),
+        'target_pos': (4,),
+        'touch': (5,),
+      },
+      5,
+    )
+    for task in ('insert_ball', 'insert_peg')
+  },
+  **{
+    f'walker_{task}': ({'height': (1,), 'orientations': (14,), 'velocity': (9,)}, 6)
+    for task in ('stand', 'walk')
+  },
+}
+
+# RL Unplugged's DeepMind Lab frames are 72x96: upsampled to 80x96 (5x6 = 30 patches, as many
+# as an Atari frame) so that no row of an already small frame is lost, where 64x96 would drop
+# one in nine. The R2D2 agents that logged them chose among DMLab's 15 discrete actions.
+DMLAB_SIZE = (80, 96)
+_DMLAB_ACTIONS = 15
+
+# Open X-Embodiment cameras keep their aspect at about 50-80 patches: 4:3 frames (480x640,
+# 150x200) become 96x128 (6x8 = 48 patches), square ones (224x224, 128x128) 128x128 (64), 4:5
+# ones (fractal's 256x320, kuka's 512x640) 128x160 (80). One camera per robot, the main one.
+OXE_SIZE_4_3 = (96, 128)
+OXE_SIZE_SQUARE = (128, 128)
+
+
+def _oxe_action(dims: int, saturate: bool = False) -> ContinuousField:
+  """A robot's arm command binned over [-1, 1], which holds the ranges published for these
+  datasets (OXE's dataset sheet and colab: deltas of centimetres and tenths of a radian, a
+  gripper command of -1, 0 or 1, bridge's open_gripper 0/1). Cable routing and roboturk publish
+  none: an episode beyond ±1 fails naming its field instead of training on clipped values.
+  `saturate` only where the dataset documents clipping to the range."""
+  return ContinuousField('action', (dims,), mu_law=False, low=-1.0, high=1.0, saturate=saturate)
+
+
+def _oxe(
+  short: str,
+  image: tuple[int, int],
+  action: ContinuousField,
+  state_dim: int = 0,
+  instruction_tokens: int = 0,
+  truncate: bool = False,
+) -> TaskSpec:
+  """One Open X-Embodiment robot: its main camera, the instruction if the dataset has one, the
+  proprioceptive state if any (concatenated parts), and its action."""
+  fields: list = [ImageField('image', *image)]
+  if instruction_tokens:
+    fields.append(TextField('instruction', max_tokens=instruction_tokens, truncate=truncate))
+  if state_dim:
+    fields.append(ContinuousField('state', (state_dim,)))
+  return TaskSpec(f'oxe_{short}', observation=tuple(fields), action=action)
+
+
+# Tasks known only from a public dataset (gato_jax/data/public_catalog.py maps each dataset onto
+# one): no simulator runs them here, so they have no env, no expert to roll out and no measured
+# returns. get_spec finds them; task_names() and the dataset generator, which need an env, never
+# see them. Instruction sizes are in bytes (the byte vocabulary's worst case; SentencePiece needs
+# far fewer). Datasets with a known instruction set are sized to fit its longest (kuka 'pick
+# anything', cable routing 'route cable', nyu door 'open door', roboturk's three tasks, ur5's
+# four); the others' instructions are free-form or unlisted, so a longer one is cut, not refused.
 DATASET_SPECS: dict[str, TaskSpec] = {
   spec.name: spec
   for spec in (
@@ -162,5 +250,49 @@ DATASET_SPECS: dict[str, TaskSpec] = {
       ),
       action=_FRACTAL_ACTION,
     ),
+    # Every RL Unplugged Atari game: 84x84 grayscale DQN frames resized to the env Atari size,
+    # so logged and generated frames tokenize alike. Each game's minimal action set indexes
+    # into ALE's 18 actions, which bound them all.
+    TaskSpec(
+      'rlu_atari',
+      observation=(ImageField('pixels', *ATARI_SIZE),),
+      action=DiscreteField('action', (), num_values=18),
+    ),
+    *(
+      TaskSpec(
+        f'rlu_{config}',
+        observation=tuple(ContinuousField(k, shape) for k, shape in fields.items()),
+        action=_unit_action(action_dims),
+      )
+      for config, (fields, action_dims) in RLU_CONTROL_SUITE.items()
+    ),
+    # Pixels only: the logged last_action is the previous timestep's action tokens already,
+    # and Gato conditions on no reward.
+    TaskSpec(
+      'rlu_dmlab',
+      observation=(ImageField('pixels', *DMLAB_SIZE),),
+      action=DiscreteField('action', (), num_values=_DMLAB_ACTIONS),
+    ),
+    # QT-Opt's KUKA grasping, converted to RT-1's action format by the RT-1 authors: fractal's
+    # action field. Its tool pose sits under a key with a '/' in it (clip_function_input/...),
+    # which a '/'-path cannot name: the state is the gripper and the height above the bin.
+    _oxe('kuka', FRACTAL_SIZE, _FRACTAL_ACTION, state_dim=2, instruction_tokens=16),
+    # WidowX: 7 state values (xyz, rpy, gripper); world_vector, rotation_delta, open_gripper.
+    _oxe('bridge', OXE_SIZE_4_3, _oxe_action(7), 7, instruction_tokens=64, truncate=True),
+    # Franka (CALVIN setup): robot_obs is 15 values; rel_actions_world is CALVIN's relative
+    # action, scaled and clipped to [-1, 1] (xyz, euler, gripper ±1).
+    _oxe('taco_play', OXE_SIZE_4_3, _oxe_action(7, saturate=True), 15, 64, truncate=True),
+    # Jaco 2: end-effector pose (7) and joint positions (8); world_vector and the gripper.
+    _oxe('jaco_play', OXE_SIZE_SQUARE, _oxe_action(4), 15, 64, truncate=True),
+    # Franka cable routing: robot_state (7); world_vector and rotation_delta (no gripper).
+    _oxe('cable_routing', OXE_SIZE_SQUARE, _oxe_action(6), 7, instruction_tokens=16),
+    # Sawyer teleoperation, front camera only, no state.
+    _oxe('roboturk', OXE_SIZE_4_3, _oxe_action(7), instruction_tokens=16),
+    # Hello Stretch opening cabinet doors: a wrist camera, no state.
+    _oxe('nyu_door', OXE_SIZE_4_3, _oxe_action(7), instruction_tokens=16),
+    # Franka: joint positions (7) and gripper width (1); gripper command is a scalar.
+    _oxe('viola', OXE_SIZE_SQUARE, _oxe_action(7), 8, instruction_tokens=64, truncate=True),
+    # UR5: robot_state (15); the longest of its four instructions is 62 bytes.
+    _oxe('ur5', OXE_SIZE_4_3, _oxe_action(7), 15, instruction_tokens=80),
   )
 }
