@@ -153,3 +153,16 @@ def test_config_keys_are_checked_by_name(data_dir):
     ValueError, match=r'config key data.specs.t_robot.observation\[0\].type must be one of'
   ):
     tasks.register_from_config(config)
+
+
+def test_a_mixture_with_an_unreachable_source_stops_before_any_step_naming_it(data_dir, tmp_path):
+  missing = {**source_entry(str(tmp_path)), 'dataset': 'no_such_robot:1.0.0'}
+  config = make_config(data_dir, 't_with_missing', t_missing=missing)
+  config.data.mixtures = {'t_with_missing': {'gato_cartpole': 1.0, 'gato_t_missing': 1.0}}
+  with pytest.raises(
+    public_rlds.DatasetUnavailableError,
+    match=r'public source t_missing: cannot open dataset no_such_robot:1\.0\.0 in '
+    + str(tmp_path)
+    + r'.*public_rlds check --mixture=M',
+  ):
+    data.make_iterator(config, batch_size=2)

@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from gato_jax import model as gato_model
 from gato_jax import specs
-from gato_jax.data import captions, episodes, options, sources, tasks
+from gato_jax.data import captions, episodes, options, public_rlds, sources, tasks
 from gato_jax.data.feature_converter import GatoFeatureConverter
 from gato_jax.data.preprocessors import PATCH_FEATURES, TOKEN_FEATURES
 
@@ -80,6 +80,33 @@ def check_datasets(config: Any) -> None:
     )
 
 
+def check_reachable(config: Any) -> None:
+  """Every dataset the mixture reads in place (public RLDS sources, C4 and other TFDS names)
+  opens, or an error naming the task, the dataset and where it looked, before any step.
+
+  Offline, seqio would otherwise stop with "Task gato_c4 has no splits".
+  """
+  tasks.register_from_config(config)
+  opts = options.current()
+  for source in tasks.public_sources(config.data.mixture):
+    public_rlds.builder(source, opts.public_data_dir or None)
+  for task in tasks.members(config.data.mixture):
+    if not isinstance(task.source, seqio.TfdsDataSource):
+      continue
+    loader = task.source.tfds_dataset
+    try:
+      loader.builder  # noqa: B018 (opening it is the check)
+    except Exception as e:  # TFDS raises many types; the message names the dataset.
+      reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+      raise public_rlds.DatasetUnavailableError(
+        f'task {task.name}: cannot open TFDS dataset {loader.name} in '
+        f'{loader.data_dir or "the default TFDS data directory"}: {reason}. A dataset TFDS '
+        'prepares from the internet needs the network once; `python -m '
+        'data_pipelines.public_rlds check --mixture=' + config.data.mixture + '` lists what a '
+        'mixture cannot reach.'
+      ) from e
+
+
 def check_tasks(config: Any) -> None:
   """Every episode task fits the model, and a timestep fits a sequence, before any step."""
   tasks.register_from_config(config)
@@ -106,6 +133,7 @@ def mixture_dataset(
     raise ValueError(f'config key data.mixture: {e}') from e
   check_datasets(config)
   check_tasks(config)
+  check_reachable(config)
   length = opts.sequence_length
   logging.info(
     'data: %s, shard %d of %d, seed %d', config.data.mixture, process_index, process_count, seed

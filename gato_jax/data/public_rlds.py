@@ -32,7 +32,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gato_jax import specs
+from gato_jax import cli, specs
 from gato_jax import tokenizer as tok
 
 DOMAINS = ('atari', 'dmc', 'dmlab', 'oxe', 'other')
@@ -40,8 +40,9 @@ _KEYS = ('dataset', 'data_dir', 'spec', 'observation', 'action', 'domain')
 MAX_EPISODE_STEPS = 1 << 30  # Batches a whole `steps` dataset into one element.
 
 
-class DatasetUnavailableError(RuntimeError):
-  """A public dataset TFDS could not open: no network, or no copy where it looked."""
+class DatasetUnavailableError(cli.CommandError):
+  """A public dataset TFDS could not open: no network, or no copy where it looked. An
+  expected failure: commands end with its message alone."""
 
 
 def _paths(value: Any, where: str) -> tuple[str, ...]:
@@ -164,7 +165,8 @@ def builder(source: Source, data_dir: str | None = None) -> tfds.core.DatasetBui
       f'public source {source.name}: cannot open dataset {source.dataset} in '
       f'{where or "the default TFDS data directory"}: {reason}. Datasets in Google Cloud '
       'Storage need the network; otherwise point config key data.public_data_dir (or '
-      '--data_dir) at a prepared copy.'
+      '--data_dir) at a prepared copy. `python -m data_pipelines.public_rlds check '
+      '--mixture=M` lists every source a mixture cannot reach.'
     ) from e
 
 

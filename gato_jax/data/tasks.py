@@ -241,24 +241,28 @@ seqio.MixtureRegistry.add(
 )
 
 
+def members(mixture_or_task: str) -> list[seqio.Task]:
+  """The tasks of a mixture (its sub-mixtures' too), or the task itself."""
+  provider = seqio.get_mixture_or_task(mixture_or_task)
+  return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
 def episode_sources(mixture_or_task: str) -> list[sources.EpisodeSource]:
   """The episode datasets a mixture or task reads (their task and policy)."""
-  provider = seqio.get_mixture_or_task(mixture_or_task)
-  members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t.source for t in members if isinstance(t.source, sources.EpisodeSource)]
+  return [t.source for t in members(mixture_or_task) if isinstance(t.source, sources.EpisodeSource)]
 
 
 def caption_tasks(mixture_or_task: str) -> list[str]:
-  provider = seqio.get_mixture_or_task(mixture_or_task)
-  members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t.name for t in members if t.name == 'gato_shapes_captions']
+  return [t.name for t in members(mixture_or_task) if t.name == 'gato_shapes_captions']
 
 
 def public_sources(mixture_or_task: str) -> list[public_rlds.Source]:
   """The public RLDS sources a mixture or task reads."""
-  provider = seqio.get_mixture_or_task(mixture_or_task)
-  members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t.source.source for t in members if isinstance(t.source, sources.PublicEpisodeSource)]
+  return [
+    t.source.source
+    for t in members(mixture_or_task)
+    if isinstance(t.source, sources.PublicEpisodeSource)
+  ]
 
 
 def episode_specs(mixture_or_task: str) -> list[str]:
