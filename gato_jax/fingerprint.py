@@ -1,7 +1,8 @@
 """A run's fingerprint: the config keys that make a checkpoint the run it is.
 
 A checkpoint's `meta` item records the whole config. What the model computes (`model.*`
-but `model.EXECUTION_KEYS`), its tokens (`tokenizer.*`) and its data (`data.mixture`) may
+but `model.EXECUTION_KEYS`), its tokens (`tokenizer.*`) and its data (`data.mixture` and
+what the config registers: `data.modules`, `.specs`, `.public_sources`, `.mixtures`) may
 not change on resume or when the evaluator scores it, unless a user lists the key in
 `--allow_config_change` on purpose: every such change is logged with both values. One rule
 for the trainer and the evaluator, so that a run never continues as another model.
@@ -61,7 +62,8 @@ def check_resumable(
 # (model.*, but EXECUTION_KEYS: how the step runs) and which id is which token (tokenizer.*).
 SECTIONS = ('model', 'tokenizer')
 # Config keys outside SECTIONS that a checkpoint's run is held to.
-RUN_KEYS = ('data.mixture',)
+# A mixture's name says what it reads only with the registrations a config adds to it.
+RUN_KEYS = ('data.mixture', 'data.modules', 'data.specs', 'data.public_sources', 'data.mixtures')
 
 
 class Difference(NamedTuple):

@@ -166,3 +166,15 @@ def test_a_mixture_with_an_unreachable_source_stops_before_any_step_naming_it(da
     + r'.*public_rlds check --mixture=M',
   ):
     data.make_iterator(config, batch_size=2)
+
+
+def test_a_changed_public_source_is_part_of_the_runs_fingerprint(data_dir):
+  from gato_jax import fingerprint
+
+  saved = make_config(data_dir, 'gato_t_cartpole', t_cartpole=source_entry(data_dir))
+  changed = make_config(
+    data_dir, 'gato_t_cartpole', t_cartpole={**source_entry(data_dir), 'spec': 'acrobot'}
+  )
+  differences = fingerprint.config_differences(fingerprint._json(saved), changed)
+  assert [d.key for d in differences] == ['data.public_sources']
+  assert fingerprint.config_differences(fingerprint._json(saved), saved) == []
