@@ -383,6 +383,9 @@ def test_a_checkpoint_older_than_the_fingerprint_is_compared_on_what_it_records(
                       {'step': 2, 'config': recorded})
   bigger = changed(config, **{'tokenizer.text_vocab_size': 640})
   fingerprint.check_resumable(bigger, str(tmp_path))
-  assert 'does not record data.mixture, tokenizer.text_vocab_size' in caplog.text
+  assert (
+    'does not record data.mixture, data.modules, data.specs, data.public_sources, '
+    'data.mixtures, tokenizer.text_vocab_size'
+  ) in caplog.text
   with pytest.raises(ValueError, match='model.num_layers'):
     fingerprint.check_resumable(changed(config, **{'model.num_layers': 3}), str(tmp_path))
