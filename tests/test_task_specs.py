@@ -99,3 +99,40 @@ def test_action_token_kind_follows_the_action_field():
   assert specs.get_spec('cartpole').action_token_kind == tok.TokenKind.ACTION_DISCRETE
   assert specs.get_spec('pendulum').action_token_kind == tok.TokenKind.ACTION_CONTINUOUS
   assert specs.get_spec('atari_pong').image_patches_per_timestep == 30
+
+
+def test_every_spec_round_trips_through_its_config_form():
+  """data.specs and `describe` write specs as dicts: the form must hold every spec exactly."""
+  from gato_jax.specs import config as spec_config
+
+  for name in [*specs.TASK_SPECS, *specs.DATASET_SPECS]:
+    spec = specs.get_spec(name)
+    assert spec_config.from_dict(name, spec_config.to_dict(spec)) == spec, name
+
+
+def test_a_spec_in_config_form_names_the_bad_key():
+  from gato_jax.specs import config as spec_config
+
+  good = {'type': 'continuous', 'name': 'action', 'shape': [2]}
+  cases = [
+    ({'observation': [], 'action': good, 'extra': 1}, r"spec s needs exactly the keys .*'extra'"),
+    (
+      {'observation': [{'type': 'image', 'name': 'x', 'height': 20, 'width': 16}], 'action': good},
+      r'spec s.observation\[0\]: image field .x.: height and width must be positive multiples',
+    ),
+    (
+      {'observation': [{'type': 'text', 'name': 'x', 'tokens': 4}], 'action': good},
+      r"spec s.observation\[0\]: unknown key\(s\) \['tokens'\] for a text field",
+    ),
+    (
+      {'observation': [], 'action': {'type': 'text', 'name': 'a', 'max_tokens': 2}},
+      r'spec s.action must be a discrete or continuous field',
+    ),
+    (
+      {'observation': [{'type': 'discrete', 'name': 'x'}], 'action': {'type': 'discrete'}},
+      r'spec s.action: .*name',
+    ),
+  ]
+  for entry, message in cases:
+    with pytest.raises(ValueError, match=message):
+      spec_config.from_dict('s', entry)

@@ -47,7 +47,7 @@ def field_from_dict(entry: Mapping[str, Any], where: str) -> Field:
     entry['shape'] = tuple(entry['shape'])
   try:
     return cls(**entry)
-  except TypeError as e:  # A missing required argument.
+  except (TypeError, ValueError) as e:  # A missing argument, or one the field refuses.
     raise ValueError(f'{where}: {e}') from None
 
 
