@@ -501,7 +501,7 @@ class SourceCheck:
       'source': self.source.name,
       'dataset': self.source.dataset,
       'episodes': self.episodes,
-      'episode': self.steps_per_episode,
+      'steps/episode': self.steps_per_episode,
       'tokens (est.)': self.tokens,
       'fit': self.fit,
     }
@@ -558,7 +558,9 @@ def check(
   mixture: str, data_dir: str | None, episodes_read: int, model: Any = None
 ) -> tuple[str, list[SourceCheck]]:
   """The report `check` prints and the per-source results behind it."""
-  from gato_jax.data import tasks  # noqa: PLC0415 - registers every task (imports seqio).
+  import seqio  # noqa: PLC0415 - with the task registry, only when checking.
+
+  from gato_jax.data import tasks  # noqa: PLC0415 - registers every task.
 
   try:
     sources = tasks.public_sources(mixture)
@@ -574,6 +576,13 @@ def check(
     'x episodes'
   )
   lines += [f'unreachable: {r.unreachable}' for r in results if r.unreachable]
+  provider = seqio.get_mixture_or_task(mixture)
+  members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  others = sorted(
+    t.name for t in members if not isinstance(t.source, tasks.sources.PublicEpisodeSource)
+  )
+  if others:
+    lines.append(f'not RLDS sources, not checked: {", ".join(others)}')
   return '\n'.join(lines), results
 
 
