@@ -604,53 +604,71 @@ def _registered_config(config: Any) -> Any:
   return config
 
 
-def main(argv: Sequence[str]) -> None:
-  try:
-    _main(argv)
-  except DatasetUnavailableError as e:
-    raise cli.CommandError(str(e)) from None  # The message says it all; no traceback.
+@dataclasses.dataclass
+class Options:
+  """The command line's flags (define_flags), apart from --config."""
+
+  data_dir: str | None = None
+  source: str | None = None
+  max_episodes: int = 3
+  name: str | None = None
+  write: str | None = None
+  mixture: str = 'gato_public'
+  episodes: int = 2
 
 
-def _main(argv: Sequence[str]) -> None:
-  args = flags.FLAGS
-  command, *rest = argv[1:] or (['read'] if args.source else [''])
+def run_command(args: Sequence[str], options: Options, config: Any, config_name: str) -> None:
+  """One command: `args` are the positional arguments (`describe NAME`), and what it
+  prints goes to stdout. A cause to report raises CommandError, a bad command line
+  app.UsageError."""
+  command, *rest = args or (['read'] if options.source else [''])
   if command not in COMMANDS:
     raise app.UsageError(f'the first argument must be one of {COMMANDS}, got {command!r}')
-  config = args.config
   if command == 'describe':
     if len(rest) != 1:
       raise app.UsageError('describe takes one dataset name: describe NAME [--data_dir=DIR]')
-    snippet = describe(rest[0], args.data_dir, config, args.name, _config_name()).snippet()
-    if args.write:
-      with open(args.write, 'w') as f:
+    snippet = describe(rest[0], options.data_dir, config, options.name, config_name).snippet()
+    if options.write:
+      with open(options.write, 'w') as f:
         f.write(snippet)
     print(snippet, end='')
     return
   if rest:
     raise app.UsageError(f'{command} takes no arguments, got {rest}')
   _registered_config(config)
-  data_dir = args.data_dir or (config.data.get('public_data_dir') if 'data' in config else None)
+  data_dir = options.data_dir
+  if not data_dir and 'data' in config:
+    data_dir = config.data.get('public_data_dir') or None
   if command == 'check':
     from gato_jax.model import ModelOptions  # noqa: PLC0415 - jax only when checking.
 
     model = ModelOptions.from_config(config) if 'model' in config else None
-    report, results = check(args.mixture, data_dir or None, args.episodes, model)
+    report, results = check(options.mixture, data_dir, options.episodes, model)
     print(report)
     misfits = [r.source.name for r in results if not r.unreachable and r.fit != 'ok']
     if misfits:
       raise cli.CommandError(f'{len(misfits)} source(s) do not fit: {", ".join(misfits)}')
     return
   sources = dict(config.get('sources') or {})  # configs/public_rlds.py's form.
-  if args.source in sources:
-    source = sources[args.source]
-  elif args.source in public_rlds.registered():
-    source = public_rlds.get(args.source)
+  if options.source in sources:
+    source = sources[options.source]
+  elif options.source in public_rlds.registered():
+    source = public_rlds.get(options.source)
   else:
     known = sorted({*sources, *public_rlds.registered()})
-    raise app.UsageError(f'--source must be one of {known}, got {args.source!r}')
-  read = read_public_episodes(source, data_dir or None, max_episodes=args.max_episodes)
+    raise app.UsageError(f'--source must be one of {known}, got {options.source!r}')
+  read = read_public_episodes(source, data_dir, max_episodes=options.max_episodes)
   rows = [{'episode': e.seed, 'steps': len(e.actions), 'return': e.episode_return} for e in read]
   print(tables.format_table(rows))
+
+
+def main(argv: Sequence[str]) -> None:
+  args = flags.FLAGS
+  options = Options(**{f.name: args[f.name].value for f in dataclasses.fields(Options)})
+  try:
+    run_command(argv[1:], options, args.config, _config_name())
+  except DatasetUnavailableError as e:
+    raise cli.CommandError(str(e)) from None  # The message says it all; no traceback.
 
 
 def define_flags() -> None:

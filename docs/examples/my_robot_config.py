@@ -16,8 +16,8 @@ from configs import demo
 
 def get_config() -> ml_collections.ConfigDict:
   config = demo.get_config()  # The CPU demo's model: describe sized the image for it.
-  config.total_steps = 10
-  config.checkpoint_every_steps = 10
+  config.total_steps = 5  # Enough to see it train; a real run takes the demo's 1000 or more.
+  config.checkpoint_every_steps = 5
   config.log_every_steps = 1
   # The generated half: CartPole episodes, written by data_pipelines.prepare.
   config.data.data_dir = '/tmp/my_robot/generated'
