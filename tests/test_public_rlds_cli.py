@@ -167,6 +167,40 @@ def test_describe_refuses_a_model_with_no_room_for_the_image():
     cli_rlds.propose('oxe_like', _oxe_like_features(), None, 512, 64)
 
 
+def test_describe_takes_a_class_label_actions_count(monkeypatch):
+  f = tfds.features
+  step = {
+    'observation': {'rgb': f.Image(shape=(64, 64, 3)), 'pixels_small': f.Image(shape=(8, 8, 3))},
+    'action': f.ClassLabel(num_classes=7),
+    'reward': f.Scalar(dtype=np.float32),
+    'is_terminal': np.bool_,
+  }
+  proposal = cli_rlds.propose('grid', f.FeaturesDict({'steps': f.Dataset(step)}), None, 512, 1024)
+  spec, source = validate(proposal.snippet(), 'grid', monkeypatch)
+  assert spec.action == spec_config.field_from_dict(
+    {'type': 'discrete', 'name': 'action', 'num_values': 7}, 'action'
+  )
+  assert '# action: ClassLabel of 7 -> discrete, 7 values' in proposal.snippet()
+  assert 'CONFIRM num_values' not in proposal.snippet()
+  assert 'not mapped: observation/pixels_small (image 8x8x3): one camera per spec' in (
+    proposal.snippet()
+  )
+  assert source.observation == {'image': ('observation/rgb',)}  # Named rgb: the main camera.
+
+
+def test_the_command_line_ends_a_failure_with_one_line_of_cause(tmp_path):
+  done = subprocess.run(
+    [sys.executable, '-m', 'data_pipelines.public_rlds', 'describe', 'no_such_robot',
+     f'--data_dir={tmp_path}'],
+    capture_output=True, text=True, cwd=ROOT,
+  )  # fmt: skip
+  assert done.returncode == cli.EXIT_EXPECTED, done.stderr[-2000:]
+  assert done.stderr.splitlines()[-1] == (
+    f'error: cannot read the features of no_such_robot in {tmp_path}: Dataset no_such_robot '
+    'not found.'
+  )
+
+
 def test_fit_image_size_keeps_the_aspect_ratio_in_multiples_of_16():
   assert cli_rlds.fit_image_size(256, 320, 80) == (128, 160)
   assert cli_rlds.fit_image_size(120, 160, 80) == (112, 144)
