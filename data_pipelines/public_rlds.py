@@ -330,8 +330,10 @@ def propose(
     values = f'{state_values} value' + ('s' if state_values != 1 else '')
     comments['state'] = [f'{parts} -> {values}, mu-law companded as in Gato']
   for leaf in observed:
-    if leaf.kind in ('int', 'bool', 'other') or (leaf.kind == 'text' and leaf not in texts):
-      not_mapped.append(f'{leaf.path} ({leaf.describe()}): not an image, text or float')
+    if leaf.kind in ('int', 'bool'):
+      not_mapped.append(f'{leaf.path} ({leaf.describe()}): a discrete field, if its range is known')
+    elif leaf.kind == 'other':
+      not_mapped.append(f'{leaf.path} ({leaf.describe()}): not a uint8 image, string or floats')
   for leaf in step_level:
     if leaf.kind != 'text':
       not_mapped.append(f'{leaf.path} ({leaf.describe()}): not in the observation')
