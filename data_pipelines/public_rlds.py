@@ -267,6 +267,83 @@ def _spec_registered(spec: Any) -> Iterator[None]:
     specs.DATASET_SPECS.pop(spec.name, None)
 
 
+@dataclasses.dataclass
+class _Part:
+  """One proposed spec field: its config, the step path(s) it reads, why, and what it left."""
+
+  field: dict[str, Any]
+  paths: str | list[str]
+  comments: list[str]
+  not_mapped: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def num_tokens(self) -> int:
+    return spec_config.field_from_dict(self.field, 'the proposed field').num_tokens
+
+
+def _one_or_list(leaves: list[Leaf]) -> str | list[str]:
+  return leaves[0].path if len(leaves) == 1 else [leaf.path for leaf in leaves]
+
+
+def _propose_text(texts: list[Leaf]) -> _Part:
+  text, *others = texts
+  return _Part(
+    {'type': 'text', 'name': 'instruction', 'max_tokens': TEXT_TOKENS},
+    text.path,
+    [
+      f'{text.path}: string -> {TEXT_TOKENS} tokens. CONFIRM: measure your longest '
+      "instruction in tokens; a longer one raises unless you add 'truncate': True"
+    ],
+    [f'{t.path} (string): one instruction per spec' for t in others],
+  )
+
+
+def _propose_state(floats: list[Leaf]) -> _Part:
+  """One continuous field of the float observations that look like proprioception (its
+  `field` empty when none does)."""
+  state = [f for f in floats if 'embedding' not in f.name and f.size <= MAX_STATE_VALUES]
+  left = [
+    f'{f.path} ({f.describe()}): '
+    + ('an embedding' if 'embedding' in f.name else f'over {MAX_STATE_VALUES} values')
+    + ', not proprioception'
+    for f in floats
+    if f not in state
+  ]
+  if not state:
+    return _Part({}, [], [], left)
+  size = sum(f.size for f in state)
+  shape = list(state[0].shape) if len(state) == 1 else [size]
+  parts = ' + '.join(f'{f.path} ({f.describe()})' for f in state)
+  values = f'{size} value' + ('s' if size != 1 else '')
+  return _Part(
+    {'type': 'continuous', 'name': 'state', 'shape': shape},
+    _one_or_list(state),
+    [f'{parts} -> {values}, mu-law companded as in Gato'],
+    left,
+  )
+
+
+def _propose_image(images: list[Leaf], room: int, where: str) -> _Part:
+  """The main camera, scaled to at most `room` patches; `where` says what limits it."""
+  named = [leaf for leaf in images if leaf.name in IMAGE_NAMES]
+  main = max(named or images, key=lambda leaf: leaf.shape[0] * leaf.shape[1])
+  if room < 1:
+    raise cli.CommandError(f'no room for image {main.path}: {where}')
+  height, width = fit_image_size(main.shape[0], main.shape[1], room)
+  patches = (height // tok.PATCH_SIZE) * (width // tok.PATCH_SIZE)
+  scaled = '' if (height, width) == tuple(main.shape[:2]) else f' -> {height}x{width}'
+  gray = ', grayscale repeated to RGB' if main.shape[2] == 1 else ''
+  return _Part(
+    {'type': 'image', 'name': 'image', 'height': height, 'width': width},
+    main.path,
+    [
+      f'{main.path}: {main.describe()}{scaled} = {patches} patches '
+      f'(at most {room}: aspect ratio kept, multiples of 16{gray})'
+    ],
+    [f'{leaf.path} ({leaf.describe()}): one camera per spec' for leaf in images if leaf != main],
+  )
+
+
 def propose(
   dataset: str,
   features: Any,
@@ -288,141 +365,106 @@ def propose(
       f'(found {sorted(features.keys())})'
     )
   leaves = _leaves(features['steps'].feature)
-  by_path = {leaf.path: leaf for leaf in leaves}
   for needed in ('reward', 'is_terminal', 'action'):
-    if needed not in by_path and not any(p.startswith(needed + '/') for p in by_path):
+    if not any(_under(leaf, needed) for leaf in leaves):
       raise cli.CommandError(f'dataset {dataset}: its steps have no {needed!r}, which RLDS has')
-  observed = [leaf for leaf in leaves if leaf.path.split('/')[0] == 'observation']
-  step_level = [leaf for leaf in leaves if leaf.path.split('/')[0] not in RESERVED_STEP_KEYS]
-  step_level = [leaf for leaf in step_level if leaf.path.split('/')[0] != 'observation']
-  comments: dict[str, list[str]] = {}
-  not_mapped: list[str] = []
-  observation: list[dict[str, Any]] = []
-  mapping: dict[str, Any] = {}
-
-  # Text first: its tokens count against the image's budget.
+  observed = [leaf for leaf in leaves if _under(leaf, 'observation')]
+  # Outside the observation only a string is taken (OXE's step-level language_instruction).
+  step_level = [
+    leaf
+    for leaf in leaves
+    if not any(_under(leaf, key) for key in (*RESERVED_STEP_KEYS, 'observation'))
+  ]
   texts = [leaf for leaf in observed + step_level if leaf.kind == 'text']
-  text_tokens = 0
+  not_mapped = [
+    f'{leaf.path} ({leaf.describe()}): '
+    + ('a discrete field, if its range is known' if leaf.kind in ('int', 'bool') else
+       'not a uint8 image, string or floats')
+    for leaf in observed
+    if leaf.kind in ('int', 'bool', 'other')
+  ]  # fmt: skip
+  not_mapped += [
+    f'{leaf.path} ({leaf.describe()}): not in the observation'
+    for leaf in step_level
+    if leaf.kind != 'text'
+  ]
+  parts: dict[str, _Part] = {}
   if texts:
-    text = texts[0]
-    text_tokens = TEXT_TOKENS
-    observation.append({'type': 'text', 'name': 'instruction', 'max_tokens': TEXT_TOKENS})
-    mapping['instruction'] = text.path
-    comments['instruction'] = [
-      f'{text.path}: string -> {TEXT_TOKENS} tokens. CONFIRM: measure your longest '
-      "instruction in tokens; a longer one raises unless you add 'truncate': True"
-    ]
-    not_mapped += [f'{t.path} (string): one instruction per spec' for t in texts[1:]]
-
-  floats = [leaf for leaf in observed if leaf.kind == 'float']
-  state = [leaf for leaf in floats if 'embedding' not in leaf.name]
-  state = [leaf for leaf in state if leaf.size <= MAX_STATE_VALUES]
-  for leaf in floats:
-    if leaf not in state:
-      why = 'an embedding' if 'embedding' in leaf.name else f'over {MAX_STATE_VALUES} values'
-      not_mapped.append(f'{leaf.path} ({leaf.describe()}): {why}, not proprioception')
-  state_values = sum(leaf.size for leaf in state)
-  if state:
-    shape = list(state[0].shape) if len(state) == 1 else [state_values]
-    observation.append({'type': 'continuous', 'name': 'state', 'shape': shape})
-    mapping['state'] = state[0].path if len(state) == 1 else [leaf.path for leaf in state]
-    parts = ' + '.join(f'{leaf.path} ({leaf.describe()})' for leaf in state)
-    values = f'{state_values} value' + ('s' if state_values != 1 else '')
-    comments['state'] = [f'{parts} -> {values}, mu-law companded as in Gato']
-  for leaf in observed:
-    if leaf.kind in ('int', 'bool'):
-      not_mapped.append(f'{leaf.path} ({leaf.describe()}): a discrete field, if its range is known')
-    elif leaf.kind == 'other':
-      not_mapped.append(f'{leaf.path} ({leaf.describe()}): not a uint8 image, string or floats')
-  for leaf in step_level:
-    if leaf.kind != 'text':
-      not_mapped.append(f'{leaf.path} ({leaf.describe()}): not in the observation')
-
-  action, action_paths, comments['action'] = _propose_action(
-    [leaf for leaf in leaves if _under(leaf, 'action')]
-  )
-  action_field = spec_config.field_from_dict(action, 'the proposed action')
-
+    parts['instruction'] = _propose_text(texts)
+  state = _propose_state([leaf for leaf in observed if leaf.kind == 'float'])
+  if state.field:
+    parts['state'] = state
+  action = _propose_action([leaf for leaf in leaves if _under(leaf, 'action')])
   images = [leaf for leaf in observed if leaf.kind == 'image']
-  image_tokens = 0
   if images:
-    named = [leaf for leaf in images if leaf.name in IMAGE_NAMES]
-    main = max(named or images, key=lambda leaf: leaf.shape[0] * leaf.shape[1])
-    others = sum(leaf.size for leaf in state) + text_tokens
+    others = sum(p.num_tokens for p in parts.values())
+    timestep = others + 1 + action.num_tokens
     room = min(
       MAX_PATCHES,
       local_positions - tok.FIRST_OBSERVATION_POSITION - others,
-      max_length // 2 - others - 1 - action_field.num_tokens,
+      max_length // 2 - timestep,
     )
-    if room < 1:
-      raise cli.CommandError(
-        f'dataset {dataset}: its text, state and action take {others + 1 + action_field.num_tokens}'
-        f' tokens a timestep, leaving no room for image {main.path} in model.local_positions '
-        f'{local_positions} and half of model.max_length {max_length} ({config_name})'
-      )
-    height, width = fit_image_size(main.shape[0], main.shape[1], room)
-    image_tokens = (height // tok.PATCH_SIZE) * (width // tok.PATCH_SIZE)
-    observation.insert(0, {'type': 'image', 'name': 'image', 'height': height, 'width': width})
-    mapping['image'] = main.path
-    scaled = '' if (height, width) == tuple(main.shape[:2]) else f' -> {height}x{width}'
-    gray = ', grayscale repeated to RGB' if main.shape[2] == 1 else ''
-    comments['image'] = [
-      f'{main.path}: {main.describe()}{scaled} = {image_tokens} patches '
-      f'(at most {room}: aspect ratio kept, multiples of 16{gray})'
-    ]
-    not_mapped += [
-      f'{leaf.path} ({leaf.describe()}): one camera per spec' for leaf in images if leaf is not main
-    ]
-  if not observation:
+    where = (
+      f'text, state and action take {timestep} tokens a timestep, of model.local_positions '
+      f'{local_positions} and half of model.max_length {max_length} ({config_name})'
+    )
+    parts['image'] = _propose_image(images, room, where)
+  if not parts:
     raise cli.CommandError(f'dataset {dataset}: no image, text or float observation to map')
+  for part in (*parts.values(), state, action):
+    not_mapped += [n for n in part.not_mapped if n not in not_mapped]
 
   spec = spec_config.from_dict(
-    name, {'observation': observation, 'action': action}, f'the proposed spec {name}'
+    name,
+    {'observation': [p.field for p in parts.values()], 'action': action.field},
+    f'the proposed spec {name}',
   )
-  source_dict = {
+  source = {
     'dataset': dataset,
     'data_dir': data_dir,
     'spec': name,
-    'observation': {k: mapping[k] for k in ('image', 'instruction', 'state') if k in mapping},
-    'action': action_paths,
+    'observation': {k: parts[k].paths for k in ('image', 'instruction', 'state') if k in parts},
+    'action': action.paths,
     'domain': 'other',
   }
   with _spec_registered(spec):
-    public_rlds.Source.from_config(name, source_dict, f'the proposed source {name}')
-  parts = [f'{f.num_tokens} {f.name}' for f in spec.observation]
-  header = [
+    public_rlds.Source.from_config(name, source, f'the proposed source {name}')
+  tokens = ' + '.join(f'{f.num_tokens} {f.name}' for f in spec.observation)
+  comments = {k: p.comments for k, p in parts.items()}
+  comments['action'] = action.comments
+  comments['header'] = [
     f'{dataset}: a proposal for task {name!r}. Paths are below `steps`; lines marked '
     'CONFIRM need your decision.',
-    f'A timestep: {" + ".join(parts)} + 1 separator + {spec.action_tokens} action = '
+    f'A timestep: {tokens} + 1 separator + {spec.action_tokens} action = '
     f'{spec.tokens_per_timestep} tokens (model.local_positions {local_positions}, '
     f'model.max_length {max_length} in {config_name}).',
   ]
-  comments['header'] = header
-  by_name = {f['name']: f for f in observation}
-  spec_dict = {'observation': [by_name[f.name] for f in spec.observation], 'action': action}
-  return Proposal(name, spec_dict, source_dict, comments, not_mapped)
+  # Fields in the spec's own order (text, images, the rest), as to_dict would give them.
+  spec_dict = {
+    'observation': [parts[f.name].field for f in spec.observation],
+    'action': action.field,
+  }
+  return Proposal(name, spec_dict, source, comments, not_mapped)
 
 
 def _under(leaf: Leaf, key: str) -> bool:
   return leaf.path == key or leaf.path.startswith(key + '/')
 
 
-def _propose_action(parts: list[Leaf]) -> tuple[dict[str, Any], str | list[str], list[str]]:
-  """The action field, the step paths it is read from, and the comments."""
+def _propose_action(parts: list[Leaf]) -> _Part:
+  """A discrete field for an integer action, else a continuous one of the float parts."""
   if len(parts) == 1 and parts[0].path == 'action' and parts[0].kind in ('int', 'bool'):
     leaf = parts[0]
-    field: dict[str, Any] = {'type': 'discrete', 'name': 'action', 'shape': list(leaf.shape)}
+    field = {'type': 'discrete', 'name': 'action', 'shape': list(leaf.shape)}
     if leaf.num_classes is not None:
-      field['num_values'] = leaf.num_classes
       note = f'action: {leaf.describe()} -> discrete, {leaf.num_classes} values'
-      return field, 'action', [note]
-    field['num_values'] = tok.NUM_BINS
-    return (
-      field,
+      return _Part({**field, 'num_values': leaf.num_classes}, 'action', [note])
+    return _Part(
+      {**field, 'num_values': tok.NUM_BINS},
       'action',
       [
-        f'action: {leaf.describe()} -> discrete. CONFIRM num_values: the dataset does '
-        f'not say how many actions there are; {tok.NUM_BINS} is the most a spec allows'
+        f'action: {leaf.describe()} -> discrete. CONFIRM num_values: the dataset does not say '
+        f'how many actions there are; {tok.NUM_BINS} is the most a spec allows'
       ],
     )
   floats = [p for p in parts if p.kind == 'float' and not _is_terminate_flag(p.name)]
@@ -433,16 +475,7 @@ def _propose_action(parts: list[Leaf]) -> tuple[dict[str, Any], str | list[str],
       f'({", ".join(p.path + " " + p.describe() for p in parts)}); write its field by hand'
     )
   size = sum(p.size for p in floats)
-  paths = floats[0].path if len(floats) == 1 else [p.path for p in floats]
   shape = list(floats[0].shape) if len(floats) == 1 else [size]
-  field = {
-    'type': 'continuous',
-    'name': 'action',
-    'shape': shape,
-    'mu_law': False,
-    'low': -1.0,
-    'high': 1.0,
-  }
   what = ' + '.join(f'{p.path} ({p.describe()})' for p in floats)
   notes = [f'{what} -> {size} values' + (', sorted' if len(floats) > 1 else '')]
   if left_out:
@@ -451,7 +484,15 @@ def _propose_action(parts: list[Leaf]) -> tuple[dict[str, Any], str | list[str],
     'CONFIRM low/high: the range the values span (outside it they raise); mu_law off, as '
     'Gato bins actions directly'
   )
-  return field, paths, notes
+  field = {
+    'type': 'continuous',
+    'name': 'action',
+    'shape': shape,
+    'mu_law': False,
+    'low': -1.0,
+    'high': 1.0,
+  }
+  return _Part(field, _one_or_list(floats), notes)
 
 
 def describe(

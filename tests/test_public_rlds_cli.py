@@ -163,7 +163,10 @@ def test_describe_fits_the_main_camera_to_the_model(local_positions, max_length,
 
 
 def test_describe_refuses_a_model_with_no_room_for_the_image():
-  with pytest.raises(cli.CommandError, match='leaving no room for image observation/image'):
+  with pytest.raises(
+    cli.CommandError,
+    match='no room for image observation/image: text, state and action take 48 tokens',
+  ):
     cli_rlds.propose('oxe_like', _oxe_like_features(), None, 512, 64)
 
 
