@@ -36,6 +36,14 @@ def test_adding_a_dataset_example_trains_on_the_new_mixture():
   assert {t.name for t in mixture.tasks} == {'gato_cartpole', 'gato_cartpole_random'}
 
 
+def test_adding_a_dataset_shows_the_robot_example_files_as_they_are():
+  """The walkthrough's script and config are docs/examples/, which
+  tests/test_public_rlds_cli.py runs with the doc's own commands."""
+  blocks = re.findall(r'```python\n(.*?)```', (ROOT / 'docs/adding_a_dataset.md').read_text(), re.S)
+  for name in ('write_my_robot.py', 'my_robot_config.py'):
+    assert (ROOT / 'docs/examples' / name).read_text() in blocks, name
+
+
 def _markdown_files() -> list[pathlib.Path]:
   docs = sorted((ROOT / 'docs').glob('*.md'))
   return [ROOT / 'README.md', *docs, *sorted((ROOT / 'launch').glob('*.md'))]
