@@ -4,7 +4,7 @@ r"""Public and your own RLDS datasets: propose a mapping, check a mixture, read 
       [--name=TASK] [--write=PATH]
   python -m data_pipelines.public_rlds check --mixture=gato_public [--data_dir=DIR]
       [--episodes=2] [--config=CONFIG]
-  python -m data_pipelines.public_rlds read --source=rlu_control_suite_cartpole \
+  python -m data_pipelines.public_rlds read --source=rlu_control_suite_cartpole_swingup \
       [--data_dir=DIR] [--max_episodes=3] [--config=CONFIG]
 
 `read` prints a registered source's first episodes (steps, return), read through the same
