@@ -6,6 +6,10 @@ r"""Public and your own RLDS datasets: propose a mapping, check a mixture, read 
       [--episodes=2] [--config=CONFIG]
   python -m data_pipelines.public_rlds read --source=rlu_control_suite_cartpole_swingup \
       [--data_dir=DIR] [--max_episodes=3] [--config=CONFIG]
+  python -m data_pipelines.public_rlds list > docs/public_sources.md
+
+`list` prints every registered source (gato_jax/data/public_catalog.py) and its mapping as
+the Markdown table of docs/public_sources.md.
 
 `read` prints a registered source's first episodes (steps, return), read through the same
 tf.data mapping the seqio task runs and checked against its TaskSpec, so that a dataset that
@@ -74,7 +78,7 @@ from gato_jax.data import episodes, public_rlds
 from gato_jax.data.public_rlds import DatasetUnavailableError
 from gato_jax.specs import config as spec_config
 
-COMMANDS = ('read', 'describe', 'check')
+COMMANDS = ('read', 'describe', 'check', 'list')
 MAX_PATCHES = 80  # A modest image: Gato's RT-1 frames at 128x160.
 TEXT_TOKENS = 32  # A short instruction in a byte or SentencePiece vocabulary.
 MAX_STATE_VALUES = 64  # Larger float tensors are not proprioception: listed, not mapped.
@@ -634,6 +638,30 @@ def check(
 # ----------------------------------------------------------------------------------------
 
 
+def _paths_text(paths: tuple[str, ...]) -> str:
+  return ' + '.join(f'`{p}`' for p in paths)
+
+
+def sources_markdown() -> str:
+  """Every registered source as a Markdown table, one row per source: docs/public_sources.md
+  is this output (test_docs checks it), so the docs show the mapping the reader runs."""
+  lines = [
+    '| source | dataset | data_dir | spec | tokens/step | mapping (spec field <- step path) |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ]
+  for name, source in sorted(public_rlds.registered().items()):
+    spec = specs.get_spec(source.spec)
+    mapping = '; '.join(
+      f'{field} <- {_paths_text(paths)}' for field, paths in sorted(source.observation.items())
+    )
+    mapping += f'; action <- {_paths_text(source.action)}'
+    lines.append(
+      f'| `{name}` | `{source.dataset}` | {source.data_dir or "TFDS default"} | `{spec.name}` '
+      f'| {spec.tokens_per_timestep} | {mapping} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
 def _config_name() -> str:
   return config_flags.get_config_filename(flags.FLAGS['config']) or 'the config'
 
@@ -682,6 +710,9 @@ def run_command(args: Sequence[str], options: Options, config: Any, config_name:
   data_dir = options.data_dir
   if not data_dir and 'data' in config:
     data_dir = config.data.get('public_data_dir') or None
+  if command == 'list':
+    print(sources_markdown(), end='')
+    return
   if command == 'check':
     from gato_jax.model import ModelOptions  # noqa: PLC0415 - jax only when checking.
 

@@ -120,3 +120,13 @@ def test_reliability_table_names_only_tests_that_exist():
     if f'def {name}(' not in source:
       missing.append(f'{file}::{name}')
   assert not missing, f'docs/reliability.md names tests that do not exist: {missing}'
+
+
+def test_public_sources_doc_is_the_registry():
+  """docs/public_sources.md ends with `public_rlds list`'s table: the mapping the reader runs."""
+  from data_pipelines import public_rlds
+  from gato_jax.data import tasks  # noqa: F401 - registers the catalog's sources.
+
+  text = (ROOT / 'docs' / 'public_sources.md').read_text()
+  table = public_rlds.sources_markdown()
+  assert text.endswith(table), 'regenerate: python -m data_pipelines.public_rlds list'
