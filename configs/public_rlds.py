@@ -1,7 +1,11 @@
 """The public RLDS sources the reader command can read (they need the network).
 
-  python -m data_pipelines.public_rlds --config=configs/public_rlds.py --source=oxe_fractal
-  python -m data_pipelines.public_rlds --config=configs/public_rlds.py --source=rlu_atari_pong
+  python -m data_pipelines.public_rlds read --config=configs/public_rlds.py --source=oxe_fractal
+  python -m data_pipelines.public_rlds read --config=configs/public_rlds.py \
+      --source=rlu_atari_pong --config.sources.rlu_atari_pong.data_dir=/data/tfds
+
+The registered sources are readable without this config too (`read --source=NAME` with any
+run config); it exists to override a source's fields for one read, as in the second line.
 
 `config.sources` is gato_jax/data/public_catalog.py's SOURCES, one entry per source: RL
 Unplugged Atari (run 1 of every game, 'rlu_atari_<game>'), DM Control Suite
