@@ -2,8 +2,9 @@
 
 RL Unplugged builders are registered in TFDS's code, so their step features are known offline;
 Open X-Embodiment's live with their files in Google Cloud Storage, so each dataset's published
-step features (its TFDS catalog page) are written out here and saved where TFDS looks. Either
-way one mock episode of valid values, encoded with those features, goes through the reader.
+step features (its TFDS catalog page, written out in data_pipelines/mock_rlds.py) are saved
+where TFDS looks. Either way one mock episode of valid values (mock_rlds.episode), encoded with
+those features, goes through the reader.
 """
 
 import json
@@ -15,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import models, public_rlds
+from data_pipelines import mock_rlds
 from data_pipelines.public_rlds import read_public_episodes
 from gato_jax import specs
 from gato_jax import tokenizer as tok
@@ -22,10 +24,9 @@ from gato_jax.data import public_catalog
 from gato_jax.model import ModelOptions, check_task_fits
 
 SOURCES = public_catalog.SOURCES
-STEPS = 3
-INSTRUCTION = 'put the red block in the bowl'
-EPISODE_ID = 7
-f = tfds.features
+STEPS = mock_rlds.STEPS
+INSTRUCTION = mock_rlds.INSTRUCTION
+EPISODE_ID = mock_rlds.EPISODE_ID
 
 
 # ----------------------------------------------------------------------------------------
@@ -91,36 +92,8 @@ def test_dataset_specs_fit_the_paper_model_with_room_for_several_timesteps():
 
 
 # ----------------------------------------------------------------------------------------
-# Mock episodes: valid values for any features, encoded as the dataset's files hold them.
+# Mock episodes: mock_rlds's valid values, encoded as the dataset's files hold them.
 # ----------------------------------------------------------------------------------------
-
-
-def _value(feature, t: int):
-  """Step t's value of a feature: images top-half bright, small floats, ints that index any
-  action set, True on the last step, the instruction for strings."""
-  last = t == STEPS - 1
-  if isinstance(feature, f.FeaturesDict):
-    return {k: _value(v, t) for k, v in feature.items()}
-  if isinstance(feature, f.Image):
-    image = np.zeros(feature.shape, feature.np_dtype)
-    image[: feature.shape[0] // 2] = 200
-    return image
-  if feature.tf_dtype == tf.string:
-    return INSTRUCTION
-  if feature.tf_dtype == tf.bool:
-    return np.full(feature.shape, last)
-  if feature.tf_dtype.is_integer:
-    return np.full(feature.shape, t % 3, feature.np_dtype)
-  pattern = (np.arange(int(np.prod(feature.shape))) % 5 + t) / 10  # In [0, 0.6].
-  return pattern.reshape(feature.shape).astype(feature.np_dtype)
-
-
-def _episode(features) -> dict:
-  step = features['steps'].feature
-  episode = {k: _value(v, 0) for k, v in features.items() if k != 'steps'}
-  if 'episode_id' in features:
-    episode['episode_id'] = EPISODE_ID
-  return {**episode, 'steps': [_value(step, t) for t in range(STEPS)]}
 
 
 def _stacked(encoded):
@@ -136,9 +109,9 @@ def _stacked(encoded):
 
 
 def _as_dataset(builder, *args, **kwargs):
-  """Stands in for reading the files: one episode of `_episode`, encoded with the features."""
+  """Stands in for reading the files: one mock_rlds episode, encoded with the features."""
   features = builder.info.features
-  encoded = _stacked(features.encode_example(_episode(features)))
+  encoded = _stacked(features.encode_example(mock_rlds.episode(features)))
   signature = tf.nest.map_structure(
     lambda info: tf.TensorSpec(info.shape, info.tf_dtype), features.get_serialized_info()
   )
@@ -154,7 +127,7 @@ def _lookup(step: dict, path: str):
 
 def _expected(step_feature, paths) -> np.ndarray:
   """What the reader should make of `paths` over the mock episode: the source's values."""
-  steps = [_value(step_feature, t) for t in range(STEPS)]
+  steps = [mock_rlds.value(step_feature, t) for t in range(STEPS)]
   if isinstance(paths, str):
     return np.stack([np.asarray(_lookup(s, paths)) for s in steps])
   return np.stack(
@@ -211,166 +184,15 @@ def test_rl_unplugged_episodes_fit_their_spec(name):
 
 
 # ----------------------------------------------------------------------------------------
-# Open X-Embodiment: the published step features of each dataset (TFDS catalog pages, version
-# 0.1.0). Episode metadata no mapping reads is left out; the language embedding stays, as
-# every dataset has it.
+# Open X-Embodiment: the published step features of each dataset (mock_rlds.OXE_FEATURES),
+# saved as a prepared dataset's metadata.
 # ----------------------------------------------------------------------------------------
 
 
-def _t(*shape: int, dtype=np.float32, encoding=f.Encoding.NONE):
-  return f.Tensor(shape=shape, dtype=dtype, encoding=encoding)
-
-
-def _image(height: int, width: int):
-  return f.Image(shape=(height, width, 3), dtype=np.uint8)
-
-
-_RT1_ACTION = {
-  'gripper_closedness_action': _t(1),
-  'rotation_delta': _t(3),
-  'terminate_episode': _t(3, dtype=np.int32),
-  'world_vector': _t(3),
-}
-_OXE_FEATURES = {  # dataset -> (action, observation without the language fields)
-  'fractal20220817_data': (
-    {
-      **_RT1_ACTION,
-      'base_displacement_vector': _t(2),
-      'base_displacement_vertical_rotation': _t(1),
-    },
-    {'base_pose_tool_reached': _t(7), 'gripper_closed': _t(1), 'image': _image(256, 320)},
-  ),
-  'kuka': (
-    {
-      **_RT1_ACTION,
-      'base_displacement_vector': _t(2),
-      'base_displacement_vertical_rotation': _t(1),
-    },
-    {
-      # Stored zlib-compressed; the key holds a '/', so no '/'-path can name it.
-      'clip_function_input/base_pose_tool_reached': _t(7, encoding=f.Encoding.ZLIB),
-      'clip_function_input/workspace_bounds': _t(3, 3),
-      'gripper_closed': _t(1, encoding=f.Encoding.ZLIB),
-      'height_to_bottom': _t(1),
-      'image': _image(512, 640),
-      'task_id': _t(1, encoding=f.Encoding.ZLIB),
-    },
-  ),
-  'bridge': (
-    {
-      'open_gripper': _t(dtype=np.bool_),
-      'rotation_delta': _t(3),
-      'terminate_episode': _t(),
-      'world_vector': _t(3),
-    },
-    {'image': _image(480, 640), 'state': _t(7)},
-  ),
-  'taco_play': (
-    {
-      'actions': _t(7),
-      'rel_actions_gripper': _t(7),
-      'rel_actions_world': _t(7),
-      'terminate_episode': _t(),
-    },
-    {
-      'depth_gripper': _t(84, 84),
-      'depth_static': _t(150, 200),
-      'rgb_gripper': _image(84, 84),
-      'rgb_static': _image(150, 200),
-      'robot_obs': _t(15),
-      'structured_language_instruction': _t(dtype=np.str_),
-    },
-  ),
-  'jaco_play': (
-    {
-      'gripper_closedness_action': _t(1),
-      'terminate_episode': _t(3, dtype=np.int32),
-      'world_vector': _t(3),
-    },
-    {
-      'end_effector_cartesian_pos': _t(7),
-      'end_effector_cartesian_velocity': _t(6),
-      'image': _image(224, 224),
-      'image_wrist': _image(224, 224),
-      'joint_pos': _t(8),
-    },
-  ),
-  'berkeley_cable_routing': (
-    {'rotation_delta': _t(3), 'terminate_episode': _t(), 'world_vector': _t(3)},
-    {
-      'image': _image(128, 128),
-      'robot_state': _t(7),
-      'top_image': _image(128, 128),
-      'wrist225_image': _image(128, 128),
-      'wrist45_image': _image(128, 128),
-    },
-  ),
-  'roboturk': (
-    {**_RT1_ACTION, 'terminate_episode': _t()},
-    {'front_rgb': _image(480, 640)},
-  ),
-  'nyu_door_opening_surprising_effectiveness': (
-    {**_RT1_ACTION, 'terminate_episode': _t()},
-    {'image': _image(720, 960)},
-  ),
-  'viola': (
-    {
-      'gripper_closedness_action': _t(),
-      'rotation_delta': _t(3),
-      'terminate_episode': _t(),
-      'world_vector': _t(3),
-    },
-    {
-      'agentview_rgb': _image(224, 224),
-      'ee_states': _t(16),
-      'eye_in_hand_rgb': _image(224, 224),
-      'gripper_states': _t(1),
-      'joint_states': _t(7),
-    },
-  ),
-  'berkeley_autolab_ur5': (
-    {
-      'gripper_closedness_action': _t(),
-      'rotation_delta': _t(3),
-      'terminate_episode': _t(),
-      'world_vector': _t(3),
-    },
-    {
-      'hand_image': _image(480, 640),
-      'image': _image(480, 640),
-      'image_with_depth': f.Image(shape=(480, 640, 1), dtype=np.float32),
-      'robot_state': _t(15),
-    },
-  ),
-}
 OXE_SOURCES = [n for n, s in SOURCES.items() if s['domain'] == 'oxe']
 
 
-def _oxe_features(dataset: str, widen: str | None = None) -> f.FeaturesDict:
-  """The dataset's published features; `widen` (a '/'-path in a step) gets one more value."""
-  action, observation = _OXE_FEATURES[dataset]
-  step = {
-    'action': dict(action),
-    'is_first': _t(dtype=np.bool_),
-    'is_last': _t(dtype=np.bool_),
-    'is_terminal': _t(dtype=np.bool_),
-    'observation': {
-      **observation,
-      'natural_language_embedding': _t(512),
-      'natural_language_instruction': _t(dtype=np.str_),
-    },
-    'reward': f.Scalar(dtype=np.float32),
-  }
-  if widen:
-    group, key = widen.split('/')
-    step[group][key] = _t(step[group][key].shape[0] + 1)
-  episode = {'steps': f.Dataset(step)}
-  if dataset == 'kuka':
-    episode['success'] = _t(dtype=np.bool_)
-  return f.FeaturesDict(episode)
-
-
-def _write_metadata(data_dir, dataset: str, features: f.FeaturesDict) -> None:
+def _write_metadata(data_dir, dataset: str, features: tfds.features.FeaturesDict) -> None:
   """What TFDS reads of a prepared dataset before its files: its info and its features."""
   version_dir = data_dir / dataset / public_catalog.OXE_VERSION
   version_dir.mkdir(parents=True)
@@ -389,7 +211,7 @@ def _dataset(name: str) -> str:
 
 
 def test_every_oxe_source_has_its_published_features_here():
-  assert sorted(_dataset(n) for n in OXE_SOURCES) == sorted(_OXE_FEATURES)
+  assert sorted(_dataset(n) for n in OXE_SOURCES) == sorted(mock_rlds.OXE_FEATURES)
   assert len(OXE_SOURCES) == 10
   for name in OXE_SOURCES:
     assert SOURCES[name]['dataset'].endswith(':0.1.0')
@@ -398,7 +220,7 @@ def test_every_oxe_source_has_its_published_features_here():
 
 @pytest.mark.parametrize('name', OXE_SOURCES)
 def test_open_x_embodiment_episodes_fit_their_spec(name, tmp_path):
-  features = _oxe_features(_dataset(name))
+  features = mock_rlds.oxe_features(_dataset(name))
   _write_metadata(tmp_path, _dataset(name), features)
   (episode,) = _read(SOURCES[name], tmp_path)
   _check_episode(episode, SOURCES[name], features['steps'].feature)
@@ -408,7 +230,8 @@ def test_open_x_embodiment_episodes_fit_their_spec(name, tmp_path):
 def test_an_oxe_feature_that_does_not_fit_names_dataset_episode_and_field(name, tmp_path):
   source = SOURCES[name]
   first_part = source['action'] if isinstance(source['action'], str) else source['action'][0]
-  _write_metadata(tmp_path, _dataset(name), _oxe_features(_dataset(name), widen=first_part))
+  features = mock_rlds.oxe_features(_dataset(name), widen=first_part)
+  _write_metadata(tmp_path, _dataset(name), features)
   width = specs.get_spec(source['spec']).action.shape[0]
   message = (
     rf"dataset {source['dataset']}, episode 0: task '{source['spec']}', field 'action': "
