@@ -67,6 +67,8 @@ def pipeline_options(
   if runner == 'DirectRunner':
     mode = 'multi_processing' if num_workers > 1 else 'in_memory'
     args += [f'--direct_num_workers={num_workers}', f'--direct_running_mode={mode}']
+    # Worker processes otherwise log every bundle at INFO onto this terminal.
+    args += ['--default_sdk_harness_log_level=WARNING']
   elif runner == 'DataflowRunner':
     args += [f'--num_workers={num_workers}']
   elif runner == 'FlinkRunner':
