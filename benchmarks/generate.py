@@ -89,7 +89,7 @@ if __name__ == '__main__':
   flags.DEFINE_string(
     'task', 'cartpole', 'Task to roll out (python -m data_pipelines.generate --list).'
   )
-  flags.DEFINE_integer('episodes', 200, 'Episodes of the large run of each mode.')
+  flags.DEFINE_integer('episodes', 400, 'Episodes of the large run of each mode.')
   flags.DEFINE_integer('small_episodes', 10, 'Episodes of the small run that times start-up.')
   flags.DEFINE_integer('max_steps', 200, 'Steps per episode (cartpole experts never fall).')
   flags.DEFINE_list('workers', ['1', '2'], 'Beam DirectRunner worker counts to measure.')
