@@ -65,6 +65,9 @@ def pipeline_options(
     raise ValueError(f'runner must be one of {", ".join(rollouts.BEAM_RUNNERS)}, got {runner!r}')
   args = [f'--runner={runner}']
   if runner == 'DirectRunner':
+    # Beam's DirectRunner first tries Prism, a binary it downloads from GitHub at run time;
+    # the FnApiRunner is the local runner it falls back to, and the one with N workers.
+    args = ['--runner=FnApiRunner']
     mode = 'multi_processing' if num_workers > 1 else 'in_memory'
     args += [f'--direct_num_workers={num_workers}', f'--direct_running_mode={mode}']
     # Worker processes otherwise log every bundle at INFO onto this terminal.
