@@ -24,7 +24,7 @@ $(STAMP): setup.py
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null || rm -rf $(VENV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[envs,dev,aot,viz]'
+	$(PY) -m pip install --quiet -e '.[envs,dev,aot,viz,beam]'
 	touch $(STAMP)
 
 # The whole job on this machine: the mixture's datasets generated from real environments

@@ -5,6 +5,14 @@ r"""Generate episode datasets (TFDS, RLDS layout) by rolling out experts in real
   python -m data_pipelines.generate --task=cartpole,babyai_gotolocal --episodes=50 \
       --data_dir=gs://BUCKET/gato_data
 
+At scale, the rollouts run as an Apache Beam pipeline (the `beam` extra; docs/datasets.md):
+
+  python -m data_pipelines.generate --task=cartpole --episodes=1000 --data_dir=data \
+      --runner=DirectRunner --num_workers=2
+  python -m data_pipelines.generate --task=cartpole --episodes=100000 \
+      --data_dir=gs://BUCKET/gato_data --runner=DataflowRunner --num_workers=50 \
+      --beam_options='--project=PROJECT --region=REGION --temp_location=gs://BUCKET/tmp'
+
 Each dataset lands in DATA_DIR/gato_episodes/TASK/1.0.0 with a metadata.json that records
 the expert return (Gato's windowed maximum) and the random-policy return, which the
 evaluator normalizes scores with. An existing complete dataset is kept, not regenerated.
@@ -30,6 +38,26 @@ _RANDOM_EPISODES = flags.DEFINE_integer(
   'random_episodes', 5, 'Episodes of a random policy that measure the random return.'
 )
 _MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'Cap on steps per episode.')
+_RUNNER = flags.DEFINE_enum(
+  'runner',
+  None,
+  rollouts.BEAM_RUNNERS,
+  'Run the rollouts as an Apache Beam pipeline on this runner; unset, in this process.',
+)
+_NUM_WORKERS = flags.DEFINE_integer(
+  'num_workers',
+  1,
+  'Beam workers: processes of this machine (DirectRunner), Dataflow VMs or Flink parallelism.',
+)
+_BEAM_OPTIONS = flags.DEFINE_string(
+  'beam_options', '', "Passed to the Beam runner as they are, e.g. '--project=P --region=R'."
+)
+_SEEDS_PER_RANGE = flags.DEFINE_integer(
+  'seeds_per_range',
+  None,
+  'Episodes per Beam work item (a range of seeds); by default '
+  'about four items per worker, at most 100 episodes each.',
+)
 
 
 def list_tasks() -> str:
@@ -57,6 +85,17 @@ def check_flags() -> None:
   flag_names = {name: f'--{name}' for name in ('episodes', 'random_episodes', 'max_steps')}
   rollouts.check_settings(_EPISODES.value, _RANDOM_EPISODES.value, _MAX_STEPS.value, flag_names)
   rollouts.check_data_dir(_DATA_DIR.value, '--data_dir')
+  if _RUNNER.value is None:
+    for flag, value, unset in (
+      (_NUM_WORKERS, _NUM_WORKERS.value, 1),
+      (_BEAM_OPTIONS, _BEAM_OPTIONS.value, ''),
+      (_SEEDS_PER_RANGE, _SEEDS_PER_RANGE.value, None),
+    ):
+      if value != unset:
+        raise ValueError(f'--{flag.name} needs --runner (a Beam runner)')
+  for flag in (_NUM_WORKERS, _SEEDS_PER_RANGE):
+    if flag.value is not None and flag.value < 1:
+      raise ValueError(f'--{flag.name} must be an int of at least 1, got {flag.value}')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -77,6 +116,10 @@ def main(argv: Sequence[str]) -> None:
       policy=_POLICY.value,
       random_episodes=_RANDOM_EPISODES.value,
       max_steps=_MAX_STEPS.value,
+      runner=_RUNNER.value,
+      num_workers=_NUM_WORKERS.value,
+      beam_options=_BEAM_OPTIONS.value,
+      seeds_per_range=_SEEDS_PER_RANGE.value,
     )
     meta = episodes.load(episodes.dataset_name(task, _POLICY.value), _DATA_DIR.value).info.metadata
     summary.append(

@@ -4,6 +4,8 @@ builder that writes them in the RLDS layout (gato_jax/data/episodes.py, which re
   generate('cartpole', 'data', episodes=20)   # DATA_DIR/gato_episodes/cartpole/1.0.0
 
 `python -m data_pipelines.generate` and `python -m data_pipelines.prepare` call `generate`.
+With a Beam runner (`generate(..., runner='DirectRunner', num_workers=2)`) the rollouts run
+as the Beam transform of data_pipelines/beam_rollouts.py and TFDS writes the same records.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 from tensorflow_datasets.rlds import rlds_base
@@ -24,6 +27,12 @@ from gato_jax import cli, envs, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.data import episodes
 from gato_jax.data.episodes import Episode
+
+# Random-policy episodes (they measure the random return, and are not stored) use seeds
+# this far above the stored ones, so the two never share an episode.
+RANDOM_SEED_OFFSET = 1_000_000
+# Runners `generate(runner=...)` takes (data_pipelines/beam_rollouts.py passes their options).
+BEAM_RUNNERS = ('DirectRunner', 'DataflowRunner', 'FlinkRunner', 'SparkRunner')
 
 
 @dataclasses.dataclass
@@ -135,9 +144,21 @@ class GatoEpisodes(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return rlds_base.build_info(self.builder_config, self, ds_metadata=tfds.core.MetadataDict())
 
+  # Set by `generate` for a Beam run: seeds per work item. None rolls out in this process.
+  seeds_per_range: int | None = None
+
   def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
     del dl_manager  # Everything comes from environments on this machine.
-    return {'train': self._generate_examples()}
+    if self.seeds_per_range is None:
+      return {'train': self._generate_examples()}
+    from data_pipelines import beam_rollouts  # Only Beam runs need apache_beam installed.
+
+    # The dataset's temporary directory: renamed only when complete, returns file deleted.
+    self._returns_path = f'{self.data_dir}/{beam_rollouts.RETURNS_FILE}'
+    return {
+      'train': beam_rollouts.Rollouts(self.builder_config, self.seeds_per_range,
+                                      self._returns_path)
+    }
 
   def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
     config: EpisodesConfig = self.builder_config
@@ -149,18 +170,33 @@ class GatoEpisodes(tfds.core.GeneratorBasedBuilder):
       progress.set_postfix(mean_return=f'{np.mean(returns):.3g}')
       yield f'{config.seed + i}', episode.to_example()
     random_returns = [
-      rollout(config.task, 'random', config.seed + 1_000_000 + i, config.max_steps).episode_return
+      rollout(config.task, 'random', config.seed + RANDOM_SEED_OFFSET + i,
+              config.max_steps).episode_return
       for i in tqdm.trange(config.random_episodes, desc=f'{config.task} (random)', unit='ep')
     ]
+    self._record_returns(returns, random_returns)
+
+  def _process_pipeline_result(self, pipeline_result: Any) -> None:
+    """After a Beam run: the returns the workers measured go to metadata.json."""
+    del pipeline_result
+    from data_pipelines import beam_rollouts
+
+    returns, random_returns = beam_rollouts.read_returns(self._returns_path)
+    tf.io.gfile.remove(self._returns_path)  # Not part of the dataset.
+    self._record_returns(returns, random_returns)
+
+  def _record_returns(self, returns: Sequence[float], random_returns: Sequence[float]) -> None:
+    """metadata.json: the returns in seed order, and the evaluator's 100% and 0%."""
+    config: EpisodesConfig = self.builder_config
     self.info.metadata.update(
       {
         'task': config.task,
         'policy': config.policy,
         'episodes': config.episodes,
         'seed': config.seed,
-        'episode_returns': returns,
+        'episode_returns': list(returns),
         'expert_return': scores.expert_return(returns),
-        'random_returns': random_returns,
+        'random_returns': list(random_returns),
         'random_return': float(np.mean(random_returns)) if random_returns else None,
       }
     )
@@ -216,22 +252,47 @@ def _new_directories(data_dir: str, dataset_dir: str) -> list[pathlib.Path]:
   return sorted({p for p in candidates if not p.exists()}, key=lambda p: -len(p.parts))
 
 
-def generate(task: str, data_dir: str, **config: Any) -> GatoEpisodes:
+def generate(task: str, data_dir: str, *, runner: str | None = None, num_workers: int = 1,
+             beam_options: str = '', seeds_per_range: int | None = None,
+             **config: Any) -> GatoEpisodes:
   """Rolls out and writes the dataset; TFDS writes to a temporary directory and renames it
   only when complete, so an interrupted run never leaves a dataset that looks finished.
 
   Settings and `data_dir` are checked before anything is created, and a failed run
   removes the directories it created that are still empty: a failure leaves no empty
   dataset directory that the next run or a person would have to explain.
+
+  With `runner` (one of BEAM_RUNNERS) the rollouts run as an Apache Beam pipeline on
+  `num_workers` workers, `seeds_per_range` episodes per work item (by default about four
+  items per worker), `beam_options` passed to the runner as they are
+  (beam_rollouts.pipeline_options). The records written are the same as without.
   """
   check_settings(**{k: config[k] for k in ('episodes', 'random_episodes', 'max_steps')
                     if k in config})
   check_data_dir(data_dir)
+  if runner is None and (num_workers != 1 or beam_options or seeds_per_range is not None):
+    raise ValueError('num_workers, beam_options and seeds_per_range need a Beam runner')
+  for name, value in (('num_workers', num_workers), ('seeds_per_range', seeds_per_range)):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or value < 1):
+      raise ValueError(f'{name} must be an int of at least 1, got {value!r}')
   b = builder(task, data_dir, **config)
+  download_config = None
+  if runner is not None:
+    try:
+      from data_pipelines import beam_rollouts  # Only Beam runs need apache_beam installed.
+    except ModuleNotFoundError as e:
+      if e.name != 'apache_beam':
+        raise
+      raise cli.CommandError(f"runner {runner} needs Apache Beam: pip install -e '.[beam]'") from e
+    options = beam_rollouts.pipeline_options(runner, num_workers, beam_options)
+    b.seeds_per_range = seeds_per_range or beam_rollouts.default_range_size(
+      b.builder_config.episodes, num_workers)
+    download_config = tfds.download.DownloadConfig(beam_options=options)
   created = _new_directories(data_dir, os.fspath(b.data_dir))
   try:
     with cli.phase(f'generation of {b.builder_config.name} into {b.data_dir}'):
-      b.download_and_prepare()
+      b.download_and_prepare(download_config=download_config)
   except BaseException:
     for directory in created:
       with contextlib.suppress(OSError):  # Not empty (or already gone): kept.
