@@ -516,7 +516,7 @@ def describe(
       f'cannot read the features of {dataset} in {data_dir or "the default TFDS data directory"}'
       f': {reason}'
     ) from e
-  return propose(
+  proposal = propose(
     dataset,
     features,
     data_dir,
@@ -525,6 +525,17 @@ def describe(
     name,
     config_name,
   )
+  from gato_jax.data import tasks  # noqa: F401, PLC0415 - registers the catalog's sources.
+
+  base = dataset.split(':')[0]
+  known = [n for n, s in public_rlds.registered().items() if s.dataset.split(':')[0] == base]
+  if known:  # Pasting the proposal under the same name would clash with the catalog's.
+    proposal.comments['header'] = [
+      f'{base} is already registered as public source {", ".join(known)} (task '
+      f'gato_{known[0]}): use it, or paste this under another --name to map it differently.',
+      *proposal.comments['header'],
+    ]
+  return proposal
 
 
 # ----------------------------------------------------------------------------------------

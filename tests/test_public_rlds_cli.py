@@ -373,3 +373,14 @@ def test_check_fails_naming_a_source_whose_episodes_do_not_fit(walkthrough):
     r"field 'action': value .* is beyond what the bins represent",
     out.getvalue(),
   )
+
+
+def test_describe_says_when_the_catalog_already_reads_the_dataset():
+  """Pasting a proposal under a catalog source's name would be refused as another mapping."""
+  from configs import gato_1b2
+
+  proposal = cli_rlds.describe('rlu_control_suite/walker_walk', None, gato_1b2.get_config())
+  assert proposal.snippet().startswith(
+    '# rlu_control_suite/walker_walk is already registered as public source '
+    'rlu_control_suite_walker_walk'
+  )
