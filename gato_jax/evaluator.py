@@ -45,7 +45,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, fingerprint, policy, reporting, scores, specs
+from gato_jax import action_metrics, checkpointing, fingerprint, policy, reporting, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs import runner
 from gato_jax.model import ModelOptions, check_task_fits, from_config
@@ -108,6 +108,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f'config key eval.prompt_mode must be one of {policy.PROMPT_MODES}, got {e.prompt_mode!r}'
     )
+  if not isinstance(e.offline_episodes, int) or e.offline_episodes < 0:
+    raise ValueError(
+      f'config key eval.offline_episodes must be an int >= 0, got {e.offline_episodes!r}'
+    )
   if not e.temperature >= 0:
     raise ValueError(f'config key eval.temperature must be >= 0, got {e.temperature}')
   for key in ('poll_seconds', 'wait_seconds', 'writer_alive_seconds'):
@@ -134,6 +138,33 @@ def demonstrations(
   bar = episodes.min_kept_return(expert, random, min_return_fraction)
   read = itertools.islice(episodes.read_episodes(task, data_dir), count)
   return [e.acted_steps() for e in read if e.episode_return >= bar]
+
+
+def offline_seed(config: ml_collections.ConfigDict) -> int:
+  """First seed of the held-out expert episodes: a million past the closed-loop episodes'
+  (eval.seed), which are themselves far from the dataset's expert (0, 1, ...) and random
+  (1_000_000, ...) seeds, so no level was trained on or is also played."""
+  return config.eval.seed + 1_000_000
+
+
+def offline_metrics(
+  task: str,
+  config: ml_collections.ConfigDict,
+  model: nnx.Module,
+  task_tokenizer: specs.TaskTokenizer,
+) -> dict[str, Any] | None:
+  """Teacher-forced action metrics (gato_jax/action_metrics.py) on `eval.offline_episodes`
+  held-out expert episodes, capped as the played ones are; None when that is 0."""
+  count = config.eval.offline_episodes
+  if count == 0:
+    return None
+  start = time.perf_counter()
+  held_out = action_metrics.expert_episodes(
+    task, task_tokenizer, count, offline_seed(config), max_steps(config), config.eval.batch_size
+  )
+  out = action_metrics.evaluate_episodes(model, task_tokenizer, held_out, model.max_length)
+  out['seconds'] = time.perf_counter() - start
+  return out
 
 
 def evaluate_task(
@@ -169,7 +200,12 @@ def evaluate_task(
     max_failures=None if e.max_failures < 0 else e.max_failures,
   )
   seconds = time.perf_counter() - start
-  return scores.summarize(task, results, references, seconds)
+  summary = scores.summarize(task, results, references, seconds)
+  # The reference policies have no model to score: their `offline` is None.
+  summary['offline'] = (
+    offline_metrics(task, config, model, task_tokenizer) if policy_kind == 'gato' else None
+  )
+  return summary
 
 
 def evaluate(

@@ -53,6 +53,7 @@ def table(result: dict[str, Any]) -> str:
         'expert': r['expert_return'],
         'random': r['random_return'],
         'percent_of_expert': r['normalized_score'],
+        **offline_columns(r.get('offline')),
       }
     )
   agg = result['aggregate']
@@ -65,6 +66,18 @@ def table(result: dict[str, Any]) -> str:
     f'{agg["failed_episodes"]} failed episodes'
   )
   return tables.format_table(rows) + '\n' + summary
+
+
+def offline_columns(offline: dict[str, Any] | None) -> dict[str, Any]:
+  """The table's teacher-forced columns: action-token accuracy and, by action kind, the
+  continuous action error (env units) or the discrete per-step action accuracy."""
+  if not offline:
+    return {'token acc': None, 'action err': None, 'action acc': None}
+  return {
+    'token acc': offline['action_token_accuracy'],
+    'action err': offline['action_error'],
+    'action acc': offline['action_accuracy'],
+  }
 
 
 def _percent(value: float | None) -> str:
