@@ -164,9 +164,7 @@ def test_the_evaluator_reports_offline_metrics_per_task(tmp_path):
   with open(workdir / 'eval' / '7.json') as f:
     assert json.load(f)['tasks']['cartpole']['offline'] == offline
   tags = scores.scalars(result)
-  assert tags['offline/cartpole/action_token_loss'] == pytest.approx(
-    offline['action_token_loss']
-  )
+  assert tags['offline/cartpole/action_token_loss'] == pytest.approx(offline['action_token_loss'])
   assert 'offline/cartpole/action_error' not in tags
   assert 'token acc' in reporting.table(result)
 
