@@ -57,13 +57,16 @@ POLICIES = ('gato', 'expert', 'random')
 
 
 def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """`eval.tasks`, or the environment tasks of the training mixture when it is empty."""
+  """`eval.tasks`, or the environment tasks of the training mixture when it is empty (none
+  when it has none and `eval.offline_tasks` names dataset-only tasks to score)."""
   names = [t.strip() for t in config.eval.tasks.split(',') if t.strip()]
   if not names:
     from gato_jax.data import tasks  # Registers the seqio tasks; only needed here.
 
     tasks.register_from_config(config)
     names = tasks.episode_tasks(config.data.mixture)
+    if not names and config.eval.offline_tasks.strip():
+      return []  # Only dataset-only tasks to score (eval.offline_tasks).
     if not names:
       raise ValueError(
         f'config key eval.tasks is empty and mixture {config.data.mixture!r} '
@@ -222,11 +225,66 @@ def evaluate(
     check_task_fits(spec, options)  # Every task before the first episode runs.
     if vocabulary is None and any(isinstance(f, tok.TextField) for f in spec.observation):
       vocabulary = tok.vocabulary_from_config(config)
+  sources = offline_sources(config) if policy_kind == 'gato' else []
+  for source in sources:
+    spec = specs.get_spec(source.spec)
+    check_task_fits(spec, options)
+    if vocabulary is None and any(isinstance(f, tok.TextField) for f in spec.observation):
+      vocabulary = tok.vocabulary_from_config(config)
   task_results = {}
   for task in names:
     logging.info('evaluating %s (%s policy)', task, policy_kind)
     task_results[task] = evaluate_task(task, config, model, policy_kind, vocabulary)
-  return {'tasks': task_results, 'aggregate': scores.aggregate(task_results)}
+  out = {'tasks': task_results, 'aggregate': scores.aggregate(task_results)}
+  if sources:
+    out['offline_only'] = {
+      s.name: dataset_offline_metrics(s, config, model, vocabulary) for s in sources
+    }
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# Dataset-only tasks: teacher-forced metrics from a public dataset's logged episodes
+# ----------------------------------------------------------------------------------------
+
+
+def offline_sources(config: ml_collections.ConfigDict) -> list[Any]:
+  """`eval.offline_tasks`: public RLDS sources (gato_jax/data/public_rlds.py: the catalog's
+  and `data.public_sources`), each checked to exist before any episode runs."""
+  names = [n.strip() for n in config.eval.offline_tasks.split(',') if n.strip()]
+  if not names or config.eval.offline_episodes == 0:
+    return []
+  from gato_jax.data import public_rlds, tasks  # Registers the catalog's sources.
+
+  tasks.register_from_config(config)
+  try:
+    return [public_rlds.get(n) for n in names]
+  except ValueError as e:
+    raise ValueError(f'config key eval.offline_tasks: {e}') from None
+
+
+def dataset_offline_metrics(
+  source: Any, config: ml_collections.ConfigDict, model: nnx.Module, vocabulary: Any
+) -> dict[str, Any]:
+  """Teacher-forced action metrics on the first `eval.offline_episodes` episodes of
+  `eval.offline_split` of a public source, read as training reads them (acted steps only)."""
+  from gato_jax.data import episodes, public_rlds
+
+  e = config.eval
+  spec = specs.get_spec(source.spec)
+  task_tokenizer = spec.tokenizer(tok.layout_from_config(config), vocabulary)
+  start = time.perf_counter()
+  data_dir = config.data.get('public_data_dir', '') or None
+  read = public_rlds.episode_dataset(source, data_dir, split=e.offline_split)
+  held_out = []
+  for example in read.take(e.offline_episodes).as_numpy_iterator():
+    # as_numpy's arrays are read-only; check_steps decodes text in place.
+    writable = {k: np.array(v) for k, v in example['observation'].items()}
+    observations, actions = spec.check_steps(writable, example['action'])
+    held_out.append(episodes.acted_steps(observations, actions))
+  out = action_metrics.evaluate_episodes(model, task_tokenizer, held_out, model.max_length)
+  out.update(spec=source.spec, split=e.offline_split, seconds=time.perf_counter() - start)
+  return out
 
 
 # ----------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def table(result: dict[str, Any]) -> str:
         **offline_columns(r.get('offline')),
       }
     )
+  for source, offline in result.get('offline_only', {}).items():  # Dataset-only: no returns.
+    rows.append({'task': source, 'domain': 'dataset', **offline_columns(offline)})
   agg = result['aggregate']
   above = agg['tasks_above']['all'] if agg['tasks_above'] else []
   at_50 = above[agg['thresholds'].index(50)] if above else 0

@@ -161,6 +161,8 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
     if r['normalized_score'] is not None:
       out[f'eval/{task}/normalized_score'] = r['normalized_score']
     out.update(offline_scalars(task, r.get('offline')))
+  for source, offline in result.get('offline_only', {}).items():
+    out.update(offline_scalars(source, offline))
   agg = result['aggregate']
   at_50 = agg['thresholds'].index(50)
   for domain, counts in agg['tasks_above'].items():

@@ -170,3 +170,32 @@ def test_the_evaluator_reports_offline_metrics_per_task(tmp_path):
 
   expert = evaluator.evaluate(config, None, 'expert')
   assert expert['tasks']['cartpole']['offline'] is None
+
+
+def test_a_dataset_only_source_is_scored_by_the_evaluator(tmp_path):
+  """eval.offline_tasks: a mock Open X-Embodiment fractal dataset (its published features,
+  synthetic values) read as training reads it, with no env task to play."""
+  from benchmarks import pipeline
+  from data_pipelines import mock_rlds
+  from gato_jax import reporting, scores
+  from gato_jax.data import public_catalog
+
+  dataset, features = pipeline.mock_features('oxe_fractal')
+  where = str(tmp_path / 'mock')
+  mock_rlds.write(*dataset.split(':'), features, 2, where, steps=4)
+  config = demo.get_config()
+  config.model.max_length = 400  # Fractal's 176-token timesteps: two a window.
+  config.data.mixture = 'gato_text_local'  # No environment task.
+  config.data.public_sources = {
+    'mock_fractal': {**public_catalog.SOURCES['oxe_fractal'], 'data_dir': where}
+  }
+  config.eval = common.eval_config(offline_tasks='mock_fractal', offline_episodes=2)
+  evaluator.validate(config)
+  result = evaluator.evaluate(config, from_config(config, nnx.Rngs(0)))
+  assert result['tasks'] == {}
+  offline = result['offline_only']['mock_fractal']
+  assert offline['episodes'] == 2 and offline['steps'] == 6  # 4 steps, the last not acted.
+  assert offline['action_tokens'] == 6 * 7 and offline['spec'] == 'oxe_fractal'
+  assert np.isfinite(offline['action_error']) and offline['action_token_loss'] > 0
+  assert 'offline/mock_fractal/action_error' in scores.scalars(result)
+  assert 'mock_fractal' in reporting.table(result)
