@@ -24,7 +24,10 @@ runs `eval.episodes` episodes (gato_jax/envs/runner.py), prompted with demonstra
 the task's dataset; gato_jax/scores.py summarizes them and gato_jax/reporting.py writes
 WORKDIR/eval/<step>.json and .png, TensorBoard scalars and a table on stdout. The expert
 (100%) and random (0%) returns are those the dataset recorded when it was generated
-(gato_jax/data/episodes.py, metadata.json). docs/evaluation.md explains every field.
+(gato_jax/data/episodes.py, metadata.json). Each task also gets teacher-forced action
+metrics on held-out expert episodes (`offline`, gato_jax/action_metrics.py), as do the
+dataset-only sources of `eval.offline_tasks` (`offline_only`). docs/evaluation.md explains
+every field.
 """
 
 from __future__ import annotations

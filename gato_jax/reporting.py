@@ -1,7 +1,8 @@
 """What an evaluation leaves behind: WORKDIR/eval/<name>.json and .png, TensorBoard, a table.
 
   WORKDIR/eval/<step>.json      per task: mean_return, ci95, episodes, failed_episodes,
-                                normalized_score (percent of expert) and the raw returns;
+                                normalized_score (percent of expert) and the raw returns,
+                                the teacher-forced `offline` action metrics;
                                 the aggregate: tasks above each threshold per domain
   WORKDIR/eval/<step>.png       Gato's figure 5 for this checkpoint
   WORKDIR/tensorboard/eval/     the same scalars (scores.scalars), by training step
