@@ -151,6 +151,15 @@ def eval_config(tasks: str = '', **overrides) -> ml_collections.ConfigDict:
       'prompt_episodes': 50,  # Dataset episodes read as prompt candidates.
       'slide_to': -1,  # Positions kept when the context passes L; -1 = L // 2 (or less).
       'use_cache': True,  # KV-cached sampling; False re-runs the whole context per token.
+      # Held-out expert episodes per env task (seeds eval.seed + 1_000_000, ...) scored
+      # teacher-forced: action-token accuracy and loss, action error (action_metrics.py).
+      'offline_episodes': 3,  # 0 = no offline metrics.
+      # Dataset-only tasks scored the same way: comma-separated public RLDS sources (the
+      # catalog's or data.public_sources), their first offline_episodes episodes of
+      # offline_split. Training reads all of 'train': name a split it does not read
+      # (e.g. 'test') where the dataset has one, for held-out episodes.
+      'offline_tasks': '',
+      'offline_split': 'train',
       'max_failures': -1,  # Env failures tolerated per task before it errors; -1 = episodes.
       'poll_seconds': 30.0,  # How often the watcher looks for new checkpoints.
       'wait_seconds': 3600.0,  # How long --step waits for a checkpoint still being written.

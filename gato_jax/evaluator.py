@@ -24,7 +24,10 @@ runs `eval.episodes` episodes (gato_jax/envs/runner.py), prompted with demonstra
 the task's dataset; gato_jax/scores.py summarizes them and gato_jax/reporting.py writes
 WORKDIR/eval/<step>.json and .png, TensorBoard scalars and a table on stdout. The expert
 (100%) and random (0%) returns are those the dataset recorded when it was generated
-(gato_jax/data/episodes.py, metadata.json). docs/evaluation.md explains every field.
+(gato_jax/data/episodes.py, metadata.json). Each task also gets teacher-forced action
+metrics on held-out expert episodes (`offline`, gato_jax/action_metrics.py), as do the
+dataset-only sources of `eval.offline_tasks` (`offline_only`). docs/evaluation.md explains
+every field.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from gato_jax import checkpointing, fingerprint, policy, reporting, scores, specs
+from gato_jax import action_metrics, checkpointing, fingerprint, policy, reporting, scores, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs import runner
 from gato_jax.model import ModelOptions, check_task_fits, from_config
@@ -57,13 +60,16 @@ POLICIES = ('gato', 'expert', 'random')
 
 
 def eval_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """`eval.tasks`, or the environment tasks of the training mixture when it is empty."""
+  """`eval.tasks`, or the environment tasks of the training mixture when it is empty (none
+  when it has none and `eval.offline_tasks` names dataset-only tasks to score)."""
   names = [t.strip() for t in config.eval.tasks.split(',') if t.strip()]
   if not names:
     from gato_jax.data import tasks  # Registers the seqio tasks; only needed here.
 
     tasks.register_from_config(config)
     names = tasks.episode_tasks(config.data.mixture)
+    if not names and config.eval.offline_tasks.strip():
+      return []  # Only dataset-only tasks to score (eval.offline_tasks).
     if not names:
       raise ValueError(
         f'config key eval.tasks is empty and mixture {config.data.mixture!r} '
@@ -108,6 +114,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f'config key eval.prompt_mode must be one of {policy.PROMPT_MODES}, got {e.prompt_mode!r}'
     )
+  if not isinstance(e.offline_episodes, int) or e.offline_episodes < 0:
+    raise ValueError(
+      f'config key eval.offline_episodes must be an int >= 0, got {e.offline_episodes!r}'
+    )
   if not e.temperature >= 0:
     raise ValueError(f'config key eval.temperature must be >= 0, got {e.temperature}')
   for key in ('poll_seconds', 'wait_seconds', 'writer_alive_seconds'):
@@ -134,6 +144,33 @@ def demonstrations(
   bar = episodes.min_kept_return(expert, random, min_return_fraction)
   read = itertools.islice(episodes.read_episodes(task, data_dir), count)
   return [e.acted_steps() for e in read if e.episode_return >= bar]
+
+
+def offline_seed(config: ml_collections.ConfigDict) -> int:
+  """First seed of the held-out expert episodes: a million past the closed-loop episodes'
+  (eval.seed), which are themselves far from the dataset's expert (0, 1, ...) and random
+  (1_000_000, ...) seeds, so no level was trained on or is also played."""
+  return config.eval.seed + 1_000_000
+
+
+def offline_metrics(
+  task: str,
+  config: ml_collections.ConfigDict,
+  model: nnx.Module,
+  task_tokenizer: specs.TaskTokenizer,
+) -> dict[str, Any] | None:
+  """Teacher-forced action metrics (gato_jax/action_metrics.py) on `eval.offline_episodes`
+  held-out expert episodes, capped as the played ones are; None when that is 0."""
+  count = config.eval.offline_episodes
+  if count == 0:
+    return None
+  start = time.perf_counter()
+  held_out = action_metrics.expert_episodes(
+    task, task_tokenizer, count, offline_seed(config), max_steps(config), config.eval.batch_size
+  )
+  out = action_metrics.evaluate_episodes(model, task_tokenizer, held_out, model.max_length)
+  out['seconds'] = time.perf_counter() - start
+  return out
 
 
 def evaluate_task(
@@ -169,7 +206,12 @@ def evaluate_task(
     max_failures=None if e.max_failures < 0 else e.max_failures,
   )
   seconds = time.perf_counter() - start
-  return scores.summarize(task, results, references, seconds)
+  summary = scores.summarize(task, results, references, seconds)
+  # The reference policies have no model to score: their `offline` is None.
+  summary['offline'] = (
+    offline_metrics(task, config, model, task_tokenizer) if policy_kind == 'gato' else None
+  )
+  return summary
 
 
 def evaluate(
@@ -186,11 +228,66 @@ def evaluate(
     check_task_fits(spec, options)  # Every task before the first episode runs.
     if vocabulary is None and any(isinstance(f, tok.TextField) for f in spec.observation):
       vocabulary = tok.vocabulary_from_config(config)
+  sources = offline_sources(config) if policy_kind == 'gato' else []
+  for source in sources:
+    spec = specs.get_spec(source.spec)
+    check_task_fits(spec, options)
+    if vocabulary is None and any(isinstance(f, tok.TextField) for f in spec.observation):
+      vocabulary = tok.vocabulary_from_config(config)
   task_results = {}
   for task in names:
     logging.info('evaluating %s (%s policy)', task, policy_kind)
     task_results[task] = evaluate_task(task, config, model, policy_kind, vocabulary)
-  return {'tasks': task_results, 'aggregate': scores.aggregate(task_results)}
+  out = {'tasks': task_results, 'aggregate': scores.aggregate(task_results)}
+  if sources:
+    out['offline_only'] = {
+      s.name: dataset_offline_metrics(s, config, model, vocabulary) for s in sources
+    }
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# Dataset-only tasks: teacher-forced metrics from a public dataset's logged episodes
+# ----------------------------------------------------------------------------------------
+
+
+def offline_sources(config: ml_collections.ConfigDict) -> list[Any]:
+  """`eval.offline_tasks`: public RLDS sources (gato_jax/data/public_rlds.py: the catalog's
+  and `data.public_sources`), each checked to exist before any episode runs."""
+  names = [n.strip() for n in config.eval.offline_tasks.split(',') if n.strip()]
+  if not names or config.eval.offline_episodes == 0:
+    return []
+  from gato_jax.data import public_rlds, tasks  # Registers the catalog's sources.
+
+  tasks.register_from_config(config)
+  try:
+    return [public_rlds.get(n) for n in names]
+  except ValueError as e:
+    raise ValueError(f'config key eval.offline_tasks: {e}') from None
+
+
+def dataset_offline_metrics(
+  source: Any, config: ml_collections.ConfigDict, model: nnx.Module, vocabulary: Any
+) -> dict[str, Any]:
+  """Teacher-forced action metrics on the first `eval.offline_episodes` episodes of
+  `eval.offline_split` of a public source, read as training reads them (acted steps only)."""
+  from gato_jax.data import episodes, public_rlds
+
+  e = config.eval
+  spec = specs.get_spec(source.spec)
+  task_tokenizer = spec.tokenizer(tok.layout_from_config(config), vocabulary)
+  start = time.perf_counter()
+  data_dir = config.data.get('public_data_dir', '') or None
+  read = public_rlds.episode_dataset(source, data_dir, split=e.offline_split)
+  held_out = []
+  for example in read.take(e.offline_episodes).as_numpy_iterator():
+    # as_numpy's arrays are read-only; check_steps decodes text in place.
+    writable = {k: np.array(v) for k, v in example['observation'].items()}
+    observations, actions = spec.check_steps(writable, example['action'])
+    held_out.append(episodes.acted_steps(observations, actions))
+  out = action_metrics.evaluate_episodes(model, task_tokenizer, held_out, model.max_length)
+  out.update(spec=source.spec, split=e.offline_split, seconds=time.perf_counter() - start)
+  return out
 
 
 # ----------------------------------------------------------------------------------------

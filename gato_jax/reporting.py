@@ -1,7 +1,8 @@
 """What an evaluation leaves behind: WORKDIR/eval/<name>.json and .png, TensorBoard, a table.
 
   WORKDIR/eval/<step>.json      per task: mean_return, ci95, episodes, failed_episodes,
-                                normalized_score (percent of expert) and the raw returns;
+                                normalized_score (percent of expert) and the raw returns,
+                                the teacher-forced `offline` action metrics;
                                 the aggregate: tasks above each threshold per domain
   WORKDIR/eval/<step>.png       Gato's figure 5 for this checkpoint
   WORKDIR/tensorboard/eval/     the same scalars (scores.scalars), by training step
@@ -53,8 +54,11 @@ def table(result: dict[str, Any]) -> str:
         'expert': r['expert_return'],
         'random': r['random_return'],
         'percent_of_expert': r['normalized_score'],
+        **offline_columns(r.get('offline')),
       }
     )
+  for source, offline in result.get('offline_only', {}).items():  # Dataset-only: no returns.
+    rows.append({'task': source, 'domain': 'dataset', **offline_columns(offline)})
   agg = result['aggregate']
   above = agg['tasks_above']['all'] if agg['tasks_above'] else []
   at_50 = above[agg['thresholds'].index(50)] if above else 0
@@ -65,6 +69,18 @@ def table(result: dict[str, Any]) -> str:
     f'{agg["failed_episodes"]} failed episodes'
   )
   return tables.format_table(rows) + '\n' + summary
+
+
+def offline_columns(offline: dict[str, Any] | None) -> dict[str, Any]:
+  """The table's teacher-forced columns: action-token accuracy and, by action kind, the
+  continuous action error (env units) or the discrete per-step action accuracy."""
+  if not offline:
+    return {'token acc': None, 'action err': None, 'action acc': None}
+  return {
+    'token acc': offline['action_token_accuracy'],
+    'action err': offline['action_error'],
+    'action acc': offline['action_accuracy'],
+  }
 
 
 def _percent(value: float | None) -> str:

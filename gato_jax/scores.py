@@ -160,6 +160,9 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
     out[f'eval/{task}/failed_episodes'] = r['failed_episodes']
     if r['normalized_score'] is not None:
       out[f'eval/{task}/normalized_score'] = r['normalized_score']
+    out.update(offline_scalars(task, r.get('offline')))
+  for source, offline in result.get('offline_only', {}).items():
+    out.update(offline_scalars(source, offline))
   agg = result['aggregate']
   at_50 = agg['thresholds'].index(50)
   for domain, counts in agg['tasks_above'].items():
@@ -168,3 +171,14 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
     if agg[key] is not None:
       out[f'eval/{key}'] = agg[key]
   return {k: float(v) for k, v in out.items()}  # tensorboard.ScalarWriter skips non-finite.
+
+
+OFFLINE_SCALARS = ('action_token_accuracy', 'action_token_loss', 'action_error', 'action_accuracy')
+
+
+def offline_scalars(task: str, offline: dict[str, Any] | None) -> dict[str, float]:
+  """`offline/<task>/<figure>` of the teacher-forced action metrics (action_metrics.py);
+  a figure the task's action kind has none of (None) is left out."""
+  if not offline:
+    return {}
+  return {f'offline/{task}/{k}': offline[k] for k in OFFLINE_SCALARS if offline[k] is not None}
