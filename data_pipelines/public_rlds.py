@@ -6,10 +6,11 @@ r"""Public and your own RLDS datasets: propose a mapping, check a mixture, read 
       [--episodes=2] [--config=CONFIG]
   python -m data_pipelines.public_rlds read --source=rlu_control_suite_cartpole_swingup \
       [--data_dir=DIR] [--max_episodes=3] [--config=CONFIG]
-  python -m data_pipelines.public_rlds list > docs/public_sources.md
+  python -m data_pipelines.public_rlds list [--config=CONFIG]
 
-`list` prints every registered source (gato_jax/data/public_catalog.py) and its mapping as
-the Markdown table of docs/public_sources.md.
+`list` prints the catalog's sources (gato_jax/data/public_catalog.py) and the config's own
+(`data.public_sources`) with their mappings as a Markdown table: docs/public_sources.md
+ends with the catalog's.
 
 `read` prints a registered source's first episodes (steps, return), read through the same
 tf.data mapping the seqio task runs and checked against its TaskSpec, so that a dataset that
@@ -74,7 +75,7 @@ from ml_collections import config_flags
 
 from gato_jax import cli, specs, tables
 from gato_jax import tokenizer as tok
-from gato_jax.data import episodes, public_rlds
+from gato_jax.data import episodes, public_catalog, public_rlds
 from gato_jax.data.public_rlds import DatasetUnavailableError
 from gato_jax.specs import config as spec_config
 
@@ -653,14 +654,17 @@ def _paths_text(paths: tuple[str, ...]) -> str:
   return ' + '.join(f'`{p}`' for p in paths)
 
 
-def sources_markdown() -> str:
-  """Every registered source as a Markdown table, one row per source: docs/public_sources.md
-  is this output (test_docs checks it), so the docs show the mapping the reader runs."""
+def sources_markdown(extra: Sequence[public_rlds.Source] = ()) -> str:
+  """The catalog's sources (and `extra`, a config's own) as a Markdown table, one row per
+  source: docs/public_sources.md is the catalog's (test_docs checks it), so the docs show
+  the mapping the reader runs."""
   lines = [
     '| source | dataset | data_dir | spec | tokens/step | mapping (spec field <- step path) |',
     '| --- | --- | --- | --- | --- | --- |',
   ]
-  for name, source in sorted(public_rlds.registered().items()):
+  catalog = [public_rlds.Source.from_config(n, e) for n, e in public_catalog.SOURCES.items()]
+  for source in sorted([*catalog, *extra], key=lambda s: s.name):
+    name = source.name
     spec = specs.get_spec(source.spec)
     mapping = '; '.join(
       f'{field} <- {_paths_text(paths)}' for field, paths in sorted(source.observation.items())
@@ -722,7 +726,7 @@ def run_command(args: Sequence[str], options: Options, config: Any, config_name:
   if not data_dir and 'data' in config:
     data_dir = config.data.get('public_data_dir') or None
   if command == 'list':
-    print(sources_markdown(), end='')
+    print(sources_markdown(public_rlds.sources_from_config(config.get('data') or {})), end='')
     return
   if command == 'check':
     from gato_jax.model import ModelOptions  # noqa: PLC0415 - jax only when checking.

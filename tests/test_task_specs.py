@@ -87,9 +87,9 @@ def test_looking_a_spec_up_loads_no_environment_or_tensorflow():
 def test_register_adds_a_dataset_only_spec_once(monkeypatch):
   monkeypatch.setattr(specs, 'DATASET_SPECS', dict(specs.DATASET_SPECS))
   state, action = tok.ContinuousField('state', (3,)), tok.DiscreteField('action')
-  spec = specs.TaskSpec('my_robot', [state], action)
-  assert specs.register(spec) is spec and specs.get_spec('my_robot') is spec
-  with pytest.raises(ValueError, match="'my_robot' already has a spec"):
+  spec = specs.TaskSpec('t_register_robot', [state], action)
+  assert specs.register(spec) is spec and specs.get_spec('t_register_robot') is spec
+  with pytest.raises(ValueError, match="'t_register_robot' already has a spec"):
     specs.register(spec)
   with pytest.raises(ValueError, match="'cartpole' already has a spec"):
     specs.register(specs.TaskSpec('cartpole', [], tok.DiscreteField('action')))
