@@ -41,6 +41,8 @@ def data_dir(tmp_path_factory):
 
 
 def make_config(data_dir, tasks=TASKS, **overrides):
+  # Offline metrics have their own tests (test_action_metrics.py): off here unless asked.
+  overrides.setdefault('offline_episodes', 0)
   config = demo.get_config()
   config.data.data_dir = data_dir
   config.data.max_episode_steps = MAX_STEPS
