@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gato_jax import specs
+from gato_jax import replay, specs
 from gato_jax import tokenizer as tok
 from gato_jax.envs import runner
 from gato_jax.envs.wrappers import model_inputs, sampling_range
@@ -100,14 +100,19 @@ def _predict(
   return jnp.pad(nll, pad), jnp.pad(greedy, pad)
 
 
-def evaluate_episodes(
+def greedy_actions(
   model: nnx.Module,
   task_tokenizer: specs.TaskTokenizer,
   episodes: Sequence[Episode],
   length: int,
   batch_windows: int = BATCH_WINDOWS,
-) -> dict[str, Any]:
-  """The module docstring's figures over `episodes` ((observations, actions) acted steps)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Teacher-forced greedy action tokens of every acted step of `episodes`.
+
+  Returns, in episode-major step order, the greedy tokens [S, action_tokens], the logged
+  tokens [S, action_tokens], their losses in nats [S, action_tokens] and the logged actions
+  [S, *action shape]. gato_jax/replay.py holds the deployment loop to the same tokens.
+  """
   spec = task_tokenizer.spec
   batch, step_of, logged = windows(task_tokenizer, episodes, length)
   start, stop = sampling_range(task_tokenizer)
@@ -125,24 +130,33 @@ def evaluate_episodes(
   nll, greedy = np.concatenate(nll)[:count], np.concatenate(greedy)[:count]
   where = step_of >= 0
   # Window positions are step-major, tokens in order, so the flat order is (step, token).
-  targets = batch['tokens'][:count][where].reshape(len(logged), spec.action_tokens)
-  predicted = greedy[where].reshape(targets.shape)
-  right = predicted == targets
-  out = {
-    'action_token_accuracy': float(right.mean()),
-    'action_token_loss': float(nll[where].mean()),
-    'action_error': None,
-    'action_accuracy': None,
-    'episodes': len(episodes),
-    'steps': len(logged),
-    'action_tokens': int(right.size),
-  }
-  if isinstance(spec.action, tok.DiscreteField):
-    out['action_accuracy'] = float(right.all(axis=1).mean())
-  else:
-    decoded = np.stack([task_tokenizer.detokenize_action(t) for t in predicted])
-    out['action_error'] = float(np.abs(decoded - logged).mean())
-  return out
+  shape = (len(logged), spec.action_tokens)
+  targets = batch['tokens'][:count][where].reshape(shape)
+  return greedy[where].reshape(shape), targets, nll[where].reshape(shape), logged
+
+
+def evaluate_episodes(
+  model: nnx.Module,
+  task_tokenizer: specs.TaskTokenizer,
+  episodes: Sequence[Episode],
+  length: int,
+  batch_windows: int = BATCH_WINDOWS,
+) -> dict[str, Any]:
+  """The module docstring's figures over `episodes` ((observations, actions) acted steps)."""
+  predicted, targets, nll, logged = greedy_actions(
+    model, task_tokenizer, episodes, length, batch_windows
+  )
+  out = replay.compare(task_tokenizer, predicted, targets, logged)
+  out['action_token_loss'] = float(nll.mean())
+  out['episodes'] = len(episodes)
+  return {k: out[k] for k in _FIGURES}
+
+
+# eval/<step>.json's order of the figures.
+_FIGURES = (
+  'action_token_accuracy', 'action_token_loss', 'action_error', 'action_accuracy', 'episodes',
+  'steps', 'action_tokens',
+)
 
 
 # ----------------------------------------------------------------------------------------

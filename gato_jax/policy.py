@@ -203,7 +203,18 @@ class GatoPolicy:
     batch = inputs.stack([inputs.pad(c.inputs(), longest, left=True) for c in self.contexts])
     _, self.cache = decode.prefill(self.model, batch)
 
-  def act(self, observations: Sequence[TokenizedObservation | None]) -> np.ndarray:
+  def act(
+    self,
+    observations: Sequence[TokenizedObservation | None],
+    forced: np.ndarray | None = None,
+  ) -> np.ndarray:
+    """The sampled action tokens [B, action_tokens] of the rows given (None: finished).
+
+    `forced` [B, action_tokens], when given, is what the contexts record as the action
+    instead of the sampled tokens, each token sampled after the forced ones before it: a
+    logged episode replayed through this loop (gato_jax/replay.py) keeps the expert's
+    actions in context, as training's teacher forcing does.
+    """
     if len(observations) != len(self.contexts):
       raise ValueError(
         f'act got {len(observations)} rows; the round began with {len(self.contexts)}'
@@ -227,6 +238,7 @@ class GatoPolicy:
         chunk,
         self.cache,
         key,
+        None if forced is None else np.asarray(forced, np.int32),
         action_tokens=self.action_tokens,
         action_kind=self.action_kind,
         start=self.start,
@@ -235,14 +247,17 @@ class GatoPolicy:
       )
       tokens = np.asarray(tokens)
     else:
-      tokens = self._act_uncached(chunk, key)
+      tokens = self._act_uncached(chunk, key, forced)
+    recorded = tokens if forced is None else np.asarray(forced, np.int32)
     for i, o in enumerate(observations):
       if o is not None:
         self.contexts[i].append(o.inputs)
-        self.contexts[i].append(action_inputs(self.task_tokenizer, tokens[i]))
+        self.contexts[i].append(action_inputs(self.task_tokenizer, recorded[i]))
     return tokens
 
-  def _act_uncached(self, chunk: Inputs, key: jax.Array) -> np.ndarray:
+  def _act_uncached(
+    self, chunk: Inputs, key: jax.Array, forced: np.ndarray | None = None
+  ) -> np.ndarray:
     """Each action token from a full forward pass over right-padded [B, L] contexts."""
     rows = [
       inputs.concat([c.inputs(), {k: v[i] for k, v in chunk.items()}])
@@ -251,7 +266,8 @@ class GatoPolicy:
     tokens = np.zeros((len(rows), self.action_tokens), np.int32)
     for j, token_key in enumerate(jax.random.split(key, self.action_tokens)):
       last = np.asarray([len(r['tokens']) - 1 + j for r in rows], np.int32)
-      sampled = [action_inputs(self.task_tokenizer, tokens[i, :j]) for i in range(len(rows))]
+      before = tokens if forced is None else np.asarray(forced, np.int32)
+      sampled = [action_inputs(self.task_tokenizer, before[i, :j]) for i in range(len(rows))]
       batch = inputs.stack(
         [
           inputs.pad(inputs.concat([r, a]), self.length, left=False)

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gato_jax import specs
+from gato_jax import scores, specs
 from gato_jax import tokenizer as tok
 
 DATASET = 'gato_episodes'
@@ -181,11 +181,34 @@ def load(task: str, data_dir: str) -> tfds.core.DatasetBuilder:
 def read_metadata(task: str, data_dir: str) -> dict[str, Any]:
   """The dataset's metadata.json, written by generation; see the module docstring.
 
-  Its `expert_return` and `random_return` are the evaluator's 100% and 0%.
+  Its `expert_return` and `random_return` are the evaluator's 100% and 0%. The expert
+  return is computed again from the recorded `episode_returns` by the rule in force
+  (scores.expert_return), so a dataset written under an older rule is scored by today's;
+  where the two differ the recorded value is kept as `recorded_expert_return` and a line
+  says so.
   """
   load(task, data_dir)  # A missing or unfinished dataset raises with the generate command.
-  with tf.io.gfile.GFile(f'{dataset_dir(task, data_dir)}/metadata.json') as f:
-    return json.load(f)
+  path = f'{dataset_dir(task, data_dir)}/metadata.json'
+  with tf.io.gfile.GFile(path) as f:
+    meta = json.load(f)
+  returns = meta.get('episode_returns')
+  if returns:
+    current = scores.expert_return(returns)
+    if not math.isclose(current, meta.get('expert_return', math.nan), rel_tol=1e-9):
+      if path not in _RULE_CHANGE_SAID:
+        _RULE_CHANGE_SAID.add(path)
+        print(
+          f'{path}: expert_return {meta.get("expert_return")} was recorded under an older '
+          f'rule; scoring with {current:.6g}, the windowed mean of its {len(returns)} '
+          'episode returns (gato_jax/scores.py expert_return)',
+          flush=True,
+        )
+      meta['recorded_expert_return'] = meta.get('expert_return')
+      meta['expert_return'] = current
+  return meta
+
+
+_RULE_CHANGE_SAID: set[str] = set()  # metadata.json files whose rule change was printed.
 
 
 def read_episodes(task: str, data_dir: str, split: str = 'train') -> Iterator[Episode]:

@@ -83,6 +83,19 @@ class TokenizedObservation:
   raw: dict[str, Any]
 
 
+def observation_inputs(
+  task_tokenizer: specs.TaskTokenizer, observation: dict[str, Any]
+) -> TokenizedObservation:
+  """One observation's input positions (observation tokens and the separator).
+
+  The live env's path and the replay of a logged episode (gato_jax/replay.py) both come here.
+  """
+  spec = task_tokenizer.spec
+  steps = task_tokenizer.tokenize_timestep(observation, _placeholder_action(spec))
+  positions = {k: v[: spec.observation_tokens + 1] for k, v in model_inputs(steps).items()}
+  return TokenizedObservation(positions, observation)
+
+
 class TokenizedEnv(gym.Wrapper):
   """Observations as `TokenizedObservation`s; actions as action tokens.
 
@@ -95,14 +108,11 @@ class TokenizedEnv(gym.Wrapper):
     self.task_tokenizer = task_tokenizer
     spec = task_tokenizer.spec
     self._observation_positions = spec.observation_tokens + 1  # The separator included.
-    self._placeholder = _placeholder_action(spec)
     start, stop = sampling_range(task_tokenizer)
     self.action_space = gym.spaces.Box(start, stop - 1, (spec.action_tokens,), np.int64)
 
   def tokenize_observation(self, observation: dict[str, Any]) -> TokenizedObservation:
-    steps = self.task_tokenizer.tokenize_timestep(observation, self._placeholder)
-    positions = {k: v[: self._observation_positions] for k, v in model_inputs(steps).items()}
-    return TokenizedObservation(positions, observation)
+    return observation_inputs(self.task_tokenizer, observation)
 
   def encode_action(self, observation: dict[str, Any], action: Any) -> np.ndarray:
     """An env action's tokens: how a scripted policy's action reaches the env through tokens.

@@ -46,6 +46,7 @@ def cached_step(
   observation: dict[str, jax.Array],
   cache: Cache,
   key: jax.Array,
+  forced: jax.Array | None = None,
   *,
   action_tokens: int,
   action_kind: int,
@@ -56,23 +57,28 @@ def cached_step(
   """Appends a batch of observations and samples the action: [B, action_tokens], cache.
 
   Each sampled token is appended before the next is sampled; the last one too, so the
-  cache ends the step holding the whole timestep.
+  cache ends the step holding the whole timestep. `forced` [B, action_tokens], when
+  given, is appended in their place: every token is then sampled after the given ones
+  before it, as teacher forcing predicts it (gato_jax/replay.py).
   """
   logits, cache = model.forward(observation, cache=cache)
   # jax.lax.scan cannot close over an NNX module (its layers run their own nnx.scan), so
   # the parameters ride in the carry and the module is rebuilt inside the loop body.
   graphdef, params = nnx.split(model)
 
-  def one_token(carry, token_key):
+  def one_token(carry, xs):
     last, cache, params = carry
+    token_key, given = xs
     token = _sample(last, token_key, start, stop, temperature)
+    appended = token if given is None else given
     logits, cache = nnx.merge(graphdef, params).forward(
-      _action_position(token, action_kind), cache=cache
+      _action_position(appended, action_kind), cache=cache
     )
     return (logits[:, -1], cache, params), token
 
   keys = jax.random.split(key, action_tokens)
-  (_, cache, _), tokens = jax.lax.scan(one_token, (logits[:, -1], cache, params), keys)
+  xs = (keys, None if forced is None else forced.T)
+  (_, cache, _), tokens = jax.lax.scan(one_token, (logits[:, -1], cache, params), xs)
   return tokens.T, cache
 
 
