@@ -111,7 +111,7 @@ def data_config(mixture: str, data_dir: str = 'data', **overrides) -> ml_collect
       'data_dir': data_dir,  # TFDS directory of the generated datasets (and public ones).
       'episodes_per_task': 20,  # Episodes per task data_pipelines.prepare generates.
       'task_episodes': '',  # Per-task exceptions to it: 'babyai_gotoredball=300,cartpole=40'.
-      'random_episodes': 5,  # Random-policy episodes measuring the random return.
+      'random_episodes': 20,  # Random-policy episodes measuring the random return (0%).
       'max_episode_steps': 0,  # Cap on generated episode length; 0 keeps the env's limit.
       'caption_examples': 2000,  # Drawn-shape captions generated when needed.
       'min_return_fraction': 0.8,  # Keep episodes this far from random to expert return.
