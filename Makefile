@@ -38,8 +38,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	@# One worker per core, at most 4: each worker imports its own JAX and TensorFlow.
-	$(PY) -m pytest -q -n auto --maxprocesses=4 tests
+	@# One worker per core, at most 4: each worker imports its own JAX and TensorFlow. Whole
+	@# files per worker (loadfile): a module's fixture (generated episodes, a trained run)
+	@# is then built once, not once per worker.
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.tokenize

@@ -67,7 +67,9 @@ def diagnose_task(config: Any, model: Any, task: str, count: int) -> dict[str, A
 
   e = config.eval
   spec = specs.get_spec(task)
-  task_tokenizer = spec.tokenizer(tok.layout_from_config(config), None)
+  text = any(isinstance(f, tok.TextField) for f in spec.observation)
+  vocabulary = tok.vocabulary_from_config(config) if text else None
+  task_tokenizer = spec.tokenizer(tok.layout_from_config(config), vocabulary)
   held_out = action_metrics.expert_episodes(
     task, task_tokenizer, count, evaluator.offline_seed(config), evaluator.max_steps(config),
     e.batch_size,
