@@ -82,6 +82,9 @@ def train_config(
   return ml_collections.ConfigDict(
     {
       'total_steps': total_steps,  # Optimizer updates in the whole run (resumes included).
+      # Wall-clock budget of one trainer process: past it, save and stop before total_steps
+      # (benchmarks/learning.py --minutes). The LR schedule is not shortened. 0 = none.
+      'max_train_minutes': 0.0,
       'batch_size': batch_size,  # Global sequences per update, over all processes.
       'grad_accum_steps': 1,  # Micro-batches per update; batch_size must be a multiple.
       # 'tokens': the mean over all targets of the batch (Gato, T5X's default); 'sequences':

@@ -56,9 +56,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       # Continuous-value rows of the token table: 'normal' (the paper) or 'ordinal' (smooth
       # in the value, so near bins start similar; see gato_jax/model/embedding.py).
       'value_embedding_init': 'normal',
-      # 'none' (the paper lists only its local and patch positions) or 'rope': rotary
-      # position embeddings on queries and keys, so attention can find the current timestep.
-      'position_encoding': 'none',
+      # 'rope': rotary position embeddings on queries and keys, so attention can find the
+      # current timestep (relative, as in the Gopher-family decoders; needs an even
+      # head_dim), or 'none': the paper as written, only its local and patch positions.
+      'position_encoding': 'rope',
   })
 
 

@@ -11,8 +11,9 @@ mixture; build the mesh; open the input pipeline (each process reads its own sha
 out parameters and optimizer state in their shards; jit the update step; restore the
 newest complete checkpoint of the workdir or create the state directly in its shards; then
 loop: assemble the global batch, update, log, checkpoint. SIGTERM (a preemption,
-gato_jax/preemption.py) saves at the next step and exits with code 0; a NaN or inf loss
-stops the run with an error naming the step before it can be checkpointed.
+gato_jax/preemption.py) saves at the next step and exits with code 0; so does a spent
+wall-clock budget (`max_train_minutes`); a NaN or inf loss stops the run with an error
+naming the step before it can be checkpointed.
 docs/training.md has the user's view: resuming, changing topology, metrics.
 """
 
@@ -31,6 +32,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
@@ -79,6 +81,10 @@ def validate_config(
       f'config key batch_size ({config.batch_size}) must be a multiple of '
       f'grad_accum_steps ({config.grad_accum_steps})'
     )
+  budget = config.get('max_train_minutes', 0.0)
+  if isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0:
+    raise ValueError(f'config key max_train_minutes must be a number >= 0 (0 = no budget), '
+                     f'got {budget!r}')
   if config.get('loss_normalization') not in LOSS_NORMALIZATIONS:
     raise ValueError(
       f'config key loss_normalization must be one of {LOSS_NORMALIZATIONS}, got '
@@ -342,6 +348,21 @@ def check_finite(
                            'after the last finite step was saved')
 
 
+def out_of_time(deadline: float | None) -> bool:
+  """Whether the wall-clock budget (`max_train_minutes`) is spent.
+
+  Process 0's clock decides for every process, so that all of them save the same step and
+  stop together. It is asked only at logged steps, where the loop syncs with the host
+  anyway, so the per-step pipeline never waits on this collective.
+  """
+  if deadline is None:
+    return False
+  spent = time.monotonic() >= deadline
+  if jax.process_count() > 1:
+    spent = bool(multihost_utils.broadcast_one_to_all(np.asarray(spent)))
+  return spent
+
+
 # ----------------------------------------------------------------------------------------
 # The train loop
 # ----------------------------------------------------------------------------------------
@@ -354,6 +375,13 @@ def train(
   lock_stale_seconds: float = workdir_lock.STALE_SECONDS,
 ) -> int:
   """Trains to `config.total_steps`, resuming from `workdir`; returns the last step done.
+
+  With `max_train_minutes` > 0 the run also stops once that much wall clock has passed
+  since its first step (compilation included; this process's start-up and restore are
+  not): it saves the step it reached and returns it. The clock is this process's, so a
+  resumed run gets the whole budget again. The learning rate follows the schedule of
+  `optimizer.decay_steps` regardless: a run the budget stops early ends at a learning rate
+  above `final_learning_rate`, as a full run would have at that step.
 
   The workdir is locked for the run (gato_jax/workdir_lock.py: a second trainer exits
   naming this one). `allow_config_change` names config keys that may differ from the
@@ -406,6 +434,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> int:
   pending: list[tuple[int, dict[str, jax.Array]]] = []
   last_saved = resumed_from = step or None
   interval_start, interval_steps = time.perf_counter(), 0
+  minutes = float(config.get('max_train_minutes', 0.0))
+  deadline = time.monotonic() + 60 * minutes if minutes > 0 else None
 
   def flush() -> None:
     """Fetches the pending steps' metrics: every loss checked, logged steps written."""
@@ -441,12 +471,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> int:
         interval_steps += 1
         pending.append((step, step_metrics))
         preempted = preempt.reached(step)
-        if checkpointing.save_due(step, config, preempted) or step % config.log_every_steps == 0:
+        # Checked at logged steps only: a host sync happens there anyway (flush).
+        spent = step % config.log_every_steps == 0 and out_of_time(deadline)
+        stop = preempted or spent
+        if checkpointing.save_due(step, config, stop) or step % config.log_every_steps == 0:
           flush()  # Before a save, so that a NaN step is never checkpointed.
-        if checkpointing.maybe_save(checkpoints, step, state, iterator, config, mesh, preempted):
+        if checkpointing.maybe_save(checkpoints, step, state, iterator, config, mesh, stop):
           last_saved = step
         if preempted:
           logging.warning('preempted: saved step %d, exiting', step)
+          break
+        if spent and step < config.total_steps:
+          logging.warning('stopped at step %d of total_steps=%d: max_train_minutes=%g is '
+                          'spent; saved step %d', step, config.total_steps, minutes, step)
           break
       flush()
   finally:

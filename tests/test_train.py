@@ -129,6 +129,7 @@ def reference(tmp_path_factory):
     ({'profile_steps': '3'}, 'profile_steps'),
     ({'profile_steps': '5,2'}, 'profile_steps'),
     ({'profile_steps': '2,11'}, 'profile_steps'),
+    ({'max_train_minutes': -1.0}, 'max_train_minutes'),
   ],
 )
 def test_config_errors_name_the_key(overrides, key):
@@ -239,6 +240,22 @@ def test_metrics_jsonl_and_tensorboard(reference):
         board[event.step] = float(tf.make_ndarray(value.tensor))
   assert board == pytest.approx(losses, rel=1e-6)
   assert checkpointing.complete_steps(str(workdir)) == [6, 9, 10]  # Keeps the newest 3.
+
+
+def test_max_train_minutes_saves_and_stops_before_total_steps(tmp_path, reference, caplog):
+  # A 1-second budget: steps 1..k as the uninterrupted run, k saved, logged and returned.
+  _, expected = reference
+  config = tiny_config(total_steps=100_000, checkpoint_every_steps=100_000,
+                       max_train_minutes=1 / 60, log_every_steps=2)
+  with caplog.at_level('WARNING'):
+    last = train.train(config, str(tmp_path))
+  assert 2 <= last < 100_000 and last % 2 == 0
+  assert checkpointing.complete_steps(str(tmp_path)) == [last]
+  assert max(logged_losses(tmp_path)) == last
+  assert f'stopped at step {last} of total_steps=100000: max_train_minutes' in caplog.text
+  losses = logged_losses(tmp_path)
+  common = [s for s in losses if s in expected]
+  assert common and all(losses[s] == expected[s] for s in common)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
