@@ -25,9 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Seeds the environments, so the demo prints the same tokens every run.
   config.model = models.model_config('demo')  # About 1M parameters (configs/models.py).
   config.model.local_positions = 256  # BabyAI's 7x7x3 grid and mission: 196 observation tokens.
-  # Rotary positions let attention find the newest timestep; without them the state tasks
-  # fall back on copying the previous action (docs/model.md).
-  config.model.position_encoding = 'rope'
+  # model.position_encoding is 'rope', the default of every size: without positions the
+  # state tasks fall back on copying the previous action (docs/model.md).
   config.mesh = common.mesh_config()  # All devices on 'data'; --config.mesh.fsdp=2 etc.
   config.axis_rules = common.logical_axis_rules()  # Logical axis -> mesh axis.
   # Data (gato_jax/data/tasks.py): written by python -m data_pipelines.prepare (make demo).
@@ -35,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
       'gato_demo', data_dir='data/demo', episodes_per_task=20,
       max_episode_steps=300, caption_examples=500,
       # Short episodes are cheap: more of them, so the model sees many starting states.
-      task_episodes='babyai_gotoredball=500,acrobot=200,mountaincar=200,cartpole=100')
+      task_episodes='babyai_gotoredball=500,acrobot=200,mountaincar=200,cartpole=100,metaworld_reach=200')
   # Training (gato_jax/train.py): about 7 minutes on 2 CPU cores.
   config.update(common.train_config(
       total_steps=1000, batch_size=8, checkpoint_every_steps=200, log_every_steps=10))
