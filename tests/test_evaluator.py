@@ -85,7 +85,7 @@ def test_the_expert_scores_100_through_the_evaluator_on_every_demo_task(tmp_path
   demo_tasks = {t for t in seqio_tasks.DEMO_RATES}
   assert demo_tasks == set(TASKS) | set(LONG_TASKS)
   for task in LONG_TASKS:
-    rollouts.generate(task, str(tmp_path), episodes=10, max_steps=LONG_STEPS, random_episodes=20)
+    rollouts.generate(task, str(tmp_path), episodes=10, max_steps=LONG_STEPS, random_episodes=10)
   config = make_config(str(tmp_path), tasks=LONG_TASKS, episodes=10, batch_size=10)
   config.data.max_episode_steps = LONG_STEPS
   expert = evaluator.evaluate(config, None, 'expert')
