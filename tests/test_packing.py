@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
+import tiny_train_config
 from flax import nnx
 
 from configs import demo, models
 from data_pipelines import captions, rollouts
-from gato_jax import data, tokenizer
+from gato_jax import data, optimizer, sharding, tokenizer, train
 from gato_jax.data import options, tasks  # noqa: F401 (tasks registers the Gato tasks)
 from gato_jax.data.feature_converter import pack_sequences
 from gato_jax.data.preprocessors import PATCH_FEATURES, TOKEN_FEATURES
@@ -246,3 +247,41 @@ def test_packing_keeps_a_finite_stream_whole_even_when_it_ends_mid_row():
   # 3 and 2 share a row; 4 does not fit and is shorter than the open 5, so that row goes
   # out and 4 opens the next; 1 joins it; the stream's end sends it out.
   assert rows == [[1, 1, 1, 2, 2], [1, 1, 1, 1, 2]]
+
+
+def test_the_train_step_on_packed_rows_matches_the_same_sequences_unpacked():
+  """The trainer's plumbing: 16 sequences as 16 padded rows (data.pack off) or two per row
+  (on) give one loss, per token and per sequence ('sequences' normalization)."""
+  lengths = [10 + i % 7 for i in range(16)]
+  seqs = [_sequence(n, 100 + i) for i, n in enumerate(lengths)]
+  for s in seqs:  # One-bucket patch intervals: the training key has nothing to draw.
+    s['patch_positions'][s['kinds'] == Kind.IMAGE] = [3, 4, 5, 6]
+  length = 32
+
+  def rows(groups):
+    batch = inputs.stack([inputs.pad(inputs.concat(g), length, left=False) for g in groups])
+    ids = [np.repeat(np.arange(1, len(g) + 1), [len(s['tokens']) for s in g]) for g in groups]
+    batch['segment_ids'] = np.stack([np.pad(i, (0, length - len(i))) for i in ids])
+    batch['segment_ids'] = batch['segment_ids'].astype(np.int32)
+    batch['loss_mask'] = (batch['kinds'] != Kind.PAD).astype(np.int32)
+    return batch
+
+  unpacked = rows([[s] for s in seqs])
+  packed = rows([seqs[i:i + 2] for i in range(0, 16, 2)])
+  config = tiny_train_config.with_overrides(**{
+    'model.dropout_rate': 0.0, 'loss_normalization': 'sequences', 'model.max_length': length})
+  mesh = sharding.make_mesh(config)
+  tx = optimizer.make_optimizer(config)
+  layout = train.abstract_train_state(config, mesh, tx)
+  state = train.init_train_state(config, mesh, tx, layout)
+  results = []
+  for pack, batch in ((False, unpacked), (True, packed)):
+    config.data.pack = pack
+    with sharding.axis_rules(mesh, config.axis_rules):
+      placed = sharding.shard_batch(batch, mesh, config.axis_rules)
+      step = jax.jit(train.make_train_step(config, layout.graphdef, tx))
+      results.append(jax.device_get(step(state, placed, 0)[1]))
+  alone, together = results
+  assert together['targets'] == alone['targets'] > 0
+  np.testing.assert_allclose(together['loss'], alone['loss'], rtol=1e-5)
+  np.testing.assert_allclose(together['grad_norm'], alone['grad_norm'], rtol=1e-4)
