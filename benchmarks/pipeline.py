@@ -6,6 +6,12 @@ task of the mixture and for the mixture itself. The mixture's missing datasets a
 first (data_pipelines.prepare; minutes, once). Positions/s counts every slot of the [B, L]
 batch; tokens/s only the real (non-PAD) ones, which is what the model learns from.
 
+Sequence packing (`--packing`, on by default): every row is measured with `data.pack` off
+and on, and says what share of the [B, L] positions is training-ready: `real share` (real
+tokens, 1 - pad share) and `target share` (loss targets), with `sequences/row` (packed
+segments per row). Packing moves no data faster; it raises these shares, which are what
+a step's compute is spent on.
+
 Two more rows (`--public`, on by default) read public RLDS datasets the way training does:
 a mock Open X-Embodiment RT-1 dataset (`mock oxe_fractal`: fractal20220817_data's published
 features, 256x320 JPEG frames, `--public_steps` or 40 steps an episode) and a mock RL
@@ -19,6 +25,8 @@ in front of the same tokenizer and windows.
   python -m benchmarks.pipeline --config=configs/demo.py
   python -m benchmarks.pipeline --config=configs/demo.py --batches=50 --batch_size=16
   python -m benchmarks.pipeline --config=configs/demo.py --per_task=False --public_episodes=16
+  python -m benchmarks.pipeline --config=configs/demo.py --config.model.max_length=1024 \
+      --public=False --json_out=benchmarks/results/pipeline_L1024.json
 
 Goal (issue #5): >= 60,000 tokens/s on this 2-core machine, enough to keep one H100 busy
 at 45% MFU on gato_1b2 (docs/performance.md has the arithmetic).
@@ -57,7 +65,7 @@ def measure(config: Any, batch_size: int, batches: int, warmup: int = WARMUP) ->
   iterator = data.make_iterator(config, batch_size=batch_size)
   for _ in range(warmup):
     next(iterator)
-  positions = real = images = 0
+  positions = real = images = targets = sequences = 0
   start = time.perf_counter()
   for _ in range(batches):
     batch = next(iterator)
@@ -65,15 +73,34 @@ def measure(config: Any, batch_size: int, batches: int, warmup: int = WARMUP) ->
     positions += kinds.size
     real += int((kinds != tokenizer.TokenKind.PAD).sum())
     images += int((kinds == tokenizer.TokenKind.IMAGE).sum())
+    targets += int(batch['loss_mask'].sum())
+    sequences += int(batch['segment_ids'].max(axis=1).sum())  # Segments are 1..n per row.
   seconds = time.perf_counter() - start
   return {
     'stream': config.data.mixture,
+    'pack': bool(config.data.pack),
     'tokens/s': round(real / seconds),
     'positions/s': round(positions / seconds),
-    'sequences/s': round(batches * batch_size / seconds, 1),
+    'sequences/s': round(sequences / seconds, 1),
     'image share': round(images / max(real, 1), 3),
     'pad share': round(1 - real / positions, 3),
+    'real share': round(real / positions, 3),
+    'target share': round(targets / positions, 3),
+    'sequences/row': round(sequences / (batches * batch_size), 2),
   }
+
+
+def measure_packing(config: Any, batch_size: int, batches: int, warmup: int,
+                    packing: bool) -> list[dict[str, Any]]:
+  """One row per `data.pack` setting (off, then on) with `packing`, else the config's own."""
+  if not packing:
+    return [measure(config, batch_size, batches, warmup)]
+  rows = []
+  for pack in (False, True):
+    row_config = copy.deepcopy(config)
+    row_config.data.pack = pack
+    rows.append(measure(row_config, batch_size, batches, warmup))
+  return rows
 
 
 def mock_features(name: str) -> tuple[str, Any]:
@@ -124,13 +151,14 @@ def main(argv: Sequence[str]) -> None:
   prepare.prepare(config)  # The trainer's input only reads: write what the mixture lacks.
   # Other jobs on the host slow every row: the 1-minute load average says how busy it was.
   load_before = os.getloadavg()[0]
-  rows = [measure(config, args.batch_size, args.batches, args.warmup)]
+  rows = measure_packing(config, args.batch_size, args.batches, args.warmup, args.packing)
   if args.per_task:
     provider = seqio.get_mixture_or_task(mixture)
     members = provider.tasks if isinstance(provider, seqio.Mixture) else []
     for task in members:
       config.data.mixture = task.name
-      rows.append(measure(config, args.batch_size, max(5, args.batches // 3), args.warmup))
+      rows += measure_packing(
+        config, args.batch_size, max(5, args.batches // 3), args.warmup, args.packing)
   if args.public:
     config.data.mixture = mixture
     rows += public_rows(
@@ -166,6 +194,8 @@ if __name__ == '__main__':
   flags.DEFINE_integer('warmup', WARMUP, 'Batches read before timing each row.')
   flags.DEFINE_bool('per_task', True, 'Also measure every task of the mixture alone.')
   flags.DEFINE_bool('public', True, 'Also measure the mock public RLDS rows (PUBLIC_ROWS).')
+  flags.DEFINE_bool('packing', True, 'Measure each mixture and task row with data.pack off and '
+                    'on (else with the config\'s own).')
   flags.DEFINE_integer('public_episodes', 8, 'Episodes written per mock public dataset.')
   flags.DEFINE_integer('public_steps', 0, 'Steps per mock episode; 0: each typical length.')
   flags.DEFINE_string('json_out', 'benchmarks/results/pipeline.json', 'Output JSON.')

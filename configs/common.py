@@ -133,6 +133,9 @@ def data_config(mixture: str, data_dir: str = 'data', **overrides) -> ml_collect
       'public_sources': {},  # Name -> public RLDS source (gato_jax/data/public_rlds.py).
       'mixtures': {},  # Name -> {task: rate}.
       'public_data_dir': '',  # Reads every public dataset from here; '' = each its own.
+      # Pack several short sequences into each row, numbered by segment ids (attention and
+      # positions stay per sequence); off = one sequence per row, padded to L.
+      'pack': False,
     }
   )
   data.update(overrides)

@@ -20,4 +20,7 @@ from configs import models
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: a slice preset of configs/slices.py (`configs/gato_1b2.py:v5e-16`), or none."""
-  return models.paper_config('1b2', arg)
+  config = models.paper_config('1b2', arg)
+  # Short sequences (captions, text crops, short episodes) share rows: docs/performance.md.
+  config.data.pack = True
+  return config

@@ -12,4 +12,7 @@ from configs import models
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: a slice preset of configs/slices.py (`configs/gato_79m.py:v5e-16`), or none."""
-  return models.paper_config('79m', arg)
+  config = models.paper_config('79m', arg)
+  # Short sequences (captions, text crops, short episodes) share rows: docs/performance.md.
+  config.data.pack = True
+  return config

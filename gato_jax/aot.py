@@ -55,7 +55,7 @@ from gato_jax import (  # noqa: E402
   tokenizer,
   train,
 )
-from gato_jax.model import ModelOptions, decode, from_config  # noqa: E402
+from gato_jax.model import ModelOptions, decode, from_config, inputs  # noqa: E402
 from gato_jax.topology import GiB, Slice, parse_topology  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def lower_train(config: ml_collections.ConfigDict, target: Slice) -> tuple[Any, 
       'remat_patches': config.model.remat_patches, 'loss_chunks': config.model.loss_chunks,
       'optimizer_host_offload': config.optimizer.host_offload,
       'dtype': config.model.dtype, 'attention': config.model.attention,
-      'scan_layers': config.model.scan_layers,
+      'scan_layers': config.model.scan_layers, 'pack': config.data.get('pack', False),
     },
   )
   with sharding.axis_rules(mesh, rules):
@@ -209,7 +209,7 @@ def compile_decode(config: ml_collections.ConfigDict, target: Slice, batch_size:
   layout = tokenizer.layout_from_config(config)
   cache = jax.eval_shape(lambda: decode.init_cache(abstract, batch_size))
   observation = {k: v for k, v in data.batch_shapes(batch_size, positions).items()
-                 if k != 'loss_mask'}
+                 if k in inputs.MODEL_INPUTS}
   key = jax.eval_shape(lambda: jax.random.key(0))
 
   def on_device(tree):

@@ -220,24 +220,32 @@ def make_train_step(
   number of targets, so accumulation gives the gradient of the whole batch's mean loss.
   With `loss_normalization='sequences'` the sum is of each sequence's mean cross-entropy,
   divided by the number of sequences with targets: every sequence weighs the same, however
-  few targets it has (T5X's per-sequence normalization). The logged `loss` is the per-token
-  mean either way.
+  few targets it has (T5X's per-sequence normalization); in packed rows (data.pack) a
+  sequence is a segment, not a row. The logged `loss` is the per-token mean either way.
   """
   accum = config.grad_accum_steps
   per_sequence = config.loss_normalization == 'sequences'
+  packed = bool(config.data.get('pack', False))
   chunks = config.model.loss_chunks
   offload = config.optimizer.host_offload
 
   def summed_loss(params, batch, key):
     model = nnx.merge(graphdef, params)
+    # Packed rows (data.pack): the model keeps each segment to itself and the loss counts
+    # segments as sequences. Unpacked, the ids (1 on every real token) would change
+    # nothing, so the step leaves them out and stays the program it was without them.
+    segments = batch.get('segment_ids') if packed else None
+    batch = {k: v for k, v in batch.items() if k != 'segment_ids'}
+    if segments is not None:
+      batch['segment_ids'] = segments
     targets, target_kinds, weights = loss_lib.shifted_targets(
-      batch['tokens'], batch['kinds'], batch.get('loss_mask'))
+      batch['tokens'], batch['kinds'], batch.get('loss_mask'), segments)
     if chunks == 1:
       nll, correct = loss_lib.token_stats(model(batch, key=key), targets)
     else:
       nll, correct = loss_lib.chunked_token_stats(
         model.hidden(batch, key=key), model.logits, targets, chunks)
-    loss, m = loss_lib.loss_from_stats(nll, correct, target_kinds, weights)
+    loss, m = loss_lib.loss_from_stats(nll, correct, target_kinds, weights, segments)
     sums = {
       'nll': loss * m['targets'],
       'targets': m['targets'],

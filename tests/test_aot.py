@@ -148,6 +148,8 @@ def test_the_demo_compiles_on_cpu_8_through_the_tool():
     k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=train.distributed.batch_sharding(
       mesh, config.axis_rules, len(s.shape)))
     for k, s in data.batch_shapes(config.batch_size, config.model.max_length).items()
+    # Unpacked (the demo), the step never reads segment_ids, and jit drops the argument.
+    if k != 'segment_ids' or config.data.pack
   }
   expected = per_device_bytes((layout.abstract, batch))
   assert abs(report.argument_bytes - expected) <= 64  # The step counter and padding.

@@ -67,6 +67,7 @@ def test_batches_follow_the_model_contract(data_dir):
       'loss_mask': ((4, LENGTH), np.int32),
       'patches': ((4, LENGTH, 16, 16, 3), np.uint8),
       'patch_positions': ((4, LENGTH, 4), np.int32),
+      'segment_ids': ((4, LENGTH), np.int32),
     }
     kinds = b['kinds']
     seen_kinds |= set(np.unique(kinds).tolist())

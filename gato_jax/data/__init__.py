@@ -37,6 +37,7 @@ def synthetic_dataset(batch_size: int, length: int, vocab_size: int, seed: int) 
   def make(index: np.int64) -> tuple[np.ndarray, ...]:
     batch = synthetic_batch(batch_size, length, vocab_size, seed=seed * 1_000_003 + int(index))
     batch['loss_mask'] = np.isin(batch['kinds'], tokenizer.LOSS_KINDS).astype(np.int32)
+    batch['segment_ids'] = (batch['kinds'] != tokenizer.TokenKind.PAD).astype(np.int32)
     return tuple(batch[k] for k in inputs.BATCH)
 
   spec = batch_shapes(batch_size, length)

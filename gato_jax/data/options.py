@@ -36,6 +36,7 @@ class PipelineOptions:
   caption_max_tokens: int = 32
   text_files: tuple[str, ...] = ()
   public_data_dir: str = ''  # Where every public RLDS dataset is read from; '' = its own.
+  pack: bool = False  # Several short sequences per row, numbered by segment ids.
 
   @property
   def prompt_tokens(self) -> int:
@@ -92,6 +93,7 @@ def from_config(config: Any) -> PipelineOptions:
     caption_max_tokens=_require(data, 'caption_max_tokens', positive, 'a positive int'),
     text_files=tuple(f for f in files.split(',') if f),
     public_data_dir=data.get('public_data_dir', '') or '',
+    pack=_require(data, 'pack', lambda x: isinstance(x, bool), 'a bool'),
   )
 
 

@@ -4,7 +4,7 @@
 it makes the config's settings current for the registered tasks, checks that every dataset
 the mixture reads is there (`python -m data_pipelines.prepare` writes them; this library
 only reads), checks every task against the model before anything runs, and asks seqio for
-this process's shard of the mixture, converted and batched.
+this process's shard of the mixture, converted (packed with `data.pack`) and batched.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def mixture_dataset(
   return seqio.get_dataset(
     config.data.mixture,
     task_feature_lengths={k: length for k in (*TOKEN_FEATURES, *PATCH_FEATURES)},
-    feature_converter=GatoFeatureConverter(),
+    feature_converter=GatoFeatureConverter(pack=opts.pack),
     dataset_split='train',
     shuffle=True,
     num_epochs=None,

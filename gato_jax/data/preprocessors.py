@@ -32,7 +32,9 @@ from gato_jax.data import episodes, options
 from gato_jax.model import inputs
 
 PATCH_SHAPE = inputs.SPEC['patches'].trailing
-TOKEN_FEATURES = tuple(a.name for a in inputs.ARRAYS if not a.image_only)  # One per token.
+# The task features (no row-level array: the feature converter numbers segments).
+TOKEN_FEATURES = tuple(
+  a.name for a in inputs.ARRAYS if not a.image_only and not a.row_level)  # One per token.
 PATCH_FEATURES = tuple(a.name for a in inputs.ARRAYS if a.image_only)  # One per IMAGE token.
 _TOKEN_INPUTS = tuple(k for k in TOKEN_FEATURES if k in inputs.MODEL_INPUTS)  # No loss_mask.
 

@@ -91,9 +91,17 @@ class Gato(nnx.Module):
       key: jax.Array | None = None,
       cache: Cache | None = None,
   ) -> tuple[jax.Array, Cache | None]:
-    """With a cache (see decode.py), appends the batch's tokens after the cached ones."""
+    """With a cache (see decode.py), appends the batch's tokens after the cached ones.
+
+    The cache holds one sequence per row: a batch with `segment_ids` (packed rows) is
+    refused there. Nothing that decodes packs (the evaluator's policy builds one context
+    per row), and an unpacked batch needs no ids.
+    """
     if cache is None:
       return self.logits(self.hidden(batch, key=key)), None
+    if 'segment_ids' in batch:
+      raise ValueError('the KV cache decodes one sequence per row: pass the batch without '
+                       'segment_ids (packed rows are for training and full forward passes)')
     x, stack_key = self._embed(batch, key)
     index, length = cache['index'], batch['tokens'].shape[1]
     valid = jax.lax.dynamic_update_slice(
@@ -113,10 +121,11 @@ class Gato(nnx.Module):
     """The final-normed [B, L, D] states that `logits` maps to the vocabulary.
 
     The trainer takes these instead of logits when it chunks the output layer
-    (model.loss_chunks, gato_jax/model/loss.py).
+    (model.loss_chunks, gato_jax/model/loss.py). With `segment_ids` in the batch (packed
+    rows, gato_jax/model/inputs.py) every segment is computed as if it were alone.
     """
     x, stack_key = self._embed(batch, key)
-    return self.stack(x, self.options, stack_key)[0]
+    return self.stack(x, self.options, stack_key, segment_ids=batch.get('segment_ids'))[0]
 
   def _embed(self, batch, key):
     """Embeddings after dropout, and the key left for the stack's dropout (or None)."""

@@ -13,10 +13,18 @@ A batch is a dict of arrays over B sequences of L positions, each shaped [B, L, 
                                    at IMAGE positions, zeros elsewhere
   loss_mask         int32 [B, L]   the trainer's only: 1 where the token is a training
                                    target (text and logged actions outside prompts)
+  segment_ids       int32 [B, L]   training rows only: 1, 2, ... numbers the sequences
+                                   packed into a row (data.pack), 0 at PAD; an unpacked
+                                   row is segment 1 on its real tokens
 
 Every array pads with 0, so a padded position is a PAD one. The data pipeline's task
 features keep the IMAGE-only arrays compact (one row per IMAGE token, in order) and the
 feature converter scatters them to their positions; the tables below say which those are.
+
+Segment ids belong to a row, not to a sequence: the feature converter numbers the
+sequences it lays into a row, and nothing that builds one sequence (the tokenizer, the
+policy, the KV-cache path) makes them. Given `segment_ids`, the model keeps attention
+inside each segment and restarts positions at each; without them a row is one sequence.
 """
 
 from __future__ import annotations
@@ -35,8 +43,11 @@ class Array:
   name: str
   dtype: type  # A numpy scalar type; jax.numpy and TensorFlow accept it too.
   trailing: tuple[int, ...]  # Shape of one position, after [B, L].
-  model_input: bool  # False: read by the loss only (the model never sees it).
+  # True: every sequence carries it, however it was built, and the model reads it. False:
+  # in training batches only (the loss reads it; the model reads segment_ids when given).
+  model_input: bool
   image_only: bool = False  # Zeros except at IMAGE positions; compact in task features.
+  row_level: bool = False  # Made when sequences are laid into rows; no task emits it.
 
 
 ARRAYS = (
@@ -46,12 +57,14 @@ ARRAYS = (
   Array('patches', np.uint8, (tokenizer.PATCH_SIZE, tokenizer.PATCH_SIZE, 3), True, True),
   Array('patch_positions', np.int32, (4,), model_input=True, image_only=True),
   Array('loss_mask', np.int32, (), model_input=False),
+  Array('segment_ids', np.int32, (), model_input=False, row_level=True),
 )
 SPEC = {a.name: a for a in ARRAYS}
 PAD_VALUE = 0  # Of every array: kind 0 is TokenKind.PAD.
 
 BATCH = tuple(a.name for a in ARRAYS)  # What the trainer consumes.
 MODEL_INPUTS = tuple(a.name for a in ARRAYS if a.model_input)  # What the model reads.
+TASK_FEATURES = tuple(a.name for a in ARRAYS if not a.row_level)  # What a seqio task emits.
 
 Inputs = dict[str, np.ndarray]  # Model inputs of one sequence, [n, *trailing] each.
 
@@ -91,8 +104,9 @@ def shapes(lead: Sequence[int], names: Sequence[str] = BATCH) -> dict[str, Any]:
   return {n: jax.ShapeDtypeStruct((*lead, *SPEC[n].trailing), SPEC[n].dtype) for n in names}
 
 
-def feature_specs(names: Sequence[str] = BATCH) -> dict[str, tuple[Any, int]]:
-  """(tf.DType, rank) of each array of one sequence: the seqio task and model features."""
+def feature_specs(names: Sequence[str] = TASK_FEATURES) -> dict[str, tuple[Any, int]]:
+  """(tf.DType, rank) of each array of one sequence: the seqio task features by default,
+  the feature converter's model features with `BATCH`."""
   import tensorflow as tf  # The data pipeline's dependency; the model never needs it.
 
   return {n: (tf.as_dtype(SPEC[n].dtype), 1 + len(SPEC[n].trailing)) for n in names}

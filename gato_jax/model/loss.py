@@ -26,17 +26,24 @@ METRIC_KINDS = tuple(k for k in TokenKind if k not in (TokenKind.PAD, TokenKind.
 
 
 def shifted_targets(
-    tokens: jax.Array, kinds: jax.Array, loss_mask: jax.Array | None = None
+    tokens: jax.Array, kinds: jax.Array, loss_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(targets, target kinds, weights), each [B, L]: position t's target is token t + 1.
 
   The last position has no target: it gets kind PAD and weight 0, so that every array
-  keeps the model's length (which chunking needs) and the statistics are unchanged.
+  keeps the model's length (which chunking needs) and the statistics are unchanged. In a
+  packed row (`segment_ids`), a segment's last token has no target either (kind PAD): the
+  next token starts another sequence, which nothing before it may predict.
   """
   def shift(x, fill):
     return jnp.concatenate([x[:, 1:], jnp.full_like(x[:, :1], fill)], axis=1)
 
   targets, target_kinds = shift(tokens, 0), shift(kinds, int(TokenKind.PAD))
+  if segment_ids is not None:
+    # Kind PAD, as an unpacked row's last token gets: no loss and no per-kind metric.
+    target_kinds = jnp.where(shift(segment_ids, 0) == segment_ids, target_kinds,
+                             int(TokenKind.PAD))
   weights = jnp.isin(target_kinds, jnp.asarray(LOSS_KINDS, target_kinds.dtype))
   if loss_mask is not None:
     weights = weights & (shift(loss_mask, 0) > 0)
@@ -80,21 +87,38 @@ def chunked_token_stats(
   return unchunk(nll), unchunk(correct)
 
 
+def sequence_sums(values: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+  """Sums of [B, L] `values` per sequence: per row, or per (row, segment) of packed rows.
+
+  Packed: one slot per row and segment id (ids are below L), [B * L] in all, most empty.
+  """
+  if segment_ids is None:
+    return values.sum(axis=1)
+  b, length = values.shape
+  slots = (jnp.arange(b)[:, None] * length + segment_ids).reshape(-1)
+  return jax.ops.segment_sum(values.reshape(-1), slots, num_segments=b * length)
+
+
 def loss_from_stats(
-    nll: jax.Array, correct: jax.Array, target_kinds: jax.Array, weights: jax.Array
+    nll: jax.Array, correct: jax.Array, target_kinds: jax.Array, weights: jax.Array,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The mean cross-entropy over weighted targets, and the metrics of `next_token_loss`."""
+  """The mean cross-entropy over weighted targets, and the metrics of `next_token_loss`.
+
+  `segment_ids` (packed rows): `sequences` and `sequence_nll` count each packed sequence,
+  not each row, so the 'sequences' normalization means the same packed or not.
+  """
   count = weights.sum()
   loss = (nll * weights).sum() / jnp.maximum(count, 1.0)
   # Per sequence: its targets' mean cross-entropy, for the 'sequences' normalization.
-  row_count = weights.sum(axis=1)
-  row_mean = (nll * weights).sum(axis=1) / jnp.maximum(row_count, 1.0)
+  seq_count = sequence_sums(weights, segment_ids)
+  seq_mean = sequence_sums(nll * weights, segment_ids) / jnp.maximum(seq_count, 1.0)
   metrics = {
       'loss': loss,
       'targets': count,
       'accuracy': (correct * weights).sum() / jnp.maximum(count, 1.0),
-      'sequences': (row_count > 0).sum().astype(jnp.float32),
-      'sequence_nll': row_mean.sum(),
+      'sequences': (seq_count > 0).sum().astype(jnp.float32),
+      'sequence_nll': seq_mean.sum(),
   }
   for kind in METRIC_KINDS:
     is_kind = (target_kinds == kind).astype(jnp.float32)
@@ -109,7 +133,8 @@ def loss_from_stats(
 
 
 def next_token_loss(
-    logits: jax.Array, tokens: jax.Array, kinds: jax.Array, loss_mask: jax.Array | None = None
+    logits: jax.Array, tokens: jax.Array, kinds: jax.Array, loss_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean cross-entropy over the targets whose kind is in LOSS_KINDS, and metrics.
 
@@ -125,7 +150,9 @@ def next_token_loss(
   the batch has none of that kind; weight by the count);
   likewise `nll/<kind>` (summed cross-entropy) and `loss/<kind>` (its mean), reported for
   every kind, targets or not, to watch what the model learns of the context.
+  `segment_ids` [B, L]: packed rows, each segment a sequence (shifted_targets,
+  loss_from_stats).
   """
-  targets, target_kinds, weights = shifted_targets(tokens, kinds, loss_mask)
+  targets, target_kinds, weights = shifted_targets(tokens, kinds, loss_mask, segment_ids)
   nll, correct = token_stats(logits, targets)
-  return loss_from_stats(nll, correct, target_kinds, weights)
+  return loss_from_stats(nll, correct, target_kinds, weights, segment_ids)

@@ -38,8 +38,9 @@ def block_size(length: int) -> int:
   return block
 
 
-def _local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool) -> jax.Array:
-  """One shard: [b, L, h, K] each -> [b, L, h, K]."""
+def _local(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None,
+           interpret: bool) -> jax.Array:
+  """One shard: [b, L, h, K] each (and segment ids [b, L] or None) -> [b, L, h, K]."""
   _, length, heads, head_dim = q.shape
   block = block_size(length)
   sizes = splash.BlockSizes(
@@ -55,14 +56,23 @@ def _local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool) -> jax.Arr
   # The kernel does not scale the scores; jax.nn.dot_product_attention's 1/sqrt(K) here.
   heads_first = lambda x: x.swapaxes(1, 2)  # noqa: E731
   q = q * (head_dim ** -0.5)
-  out = jax.vmap(kernel)(heads_first(q), heads_first(k), heads_first(v))
+  if segment_ids is None:
+    out = jax.vmap(kernel)(heads_first(q), heads_first(k), heads_first(v))
+  else:
+    # Packed rows: the kernel ands its causal mask with "same segment", block by block.
+    def one_row(q, k, v, ids):
+      return kernel(q, k, v, segment_ids=splash.SegmentIds(q=ids, kv=ids))
+
+    out = jax.vmap(one_row)(heads_first(q), heads_first(k), heads_first(v), segment_ids)
   return heads_first(out)
 
 
 def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                     segment_ids: jax.Array | None = None,
                      interpret: bool = False) -> jax.Array:
-  """Causal attention of q, k, v [B, L, H, K] -> [B, L, H, K] (no mask, no cache).
+  """Causal attention of q, k, v [B, L, H, K] -> [B, L, H, K] (no cache).
 
+  `segment_ids` [B, L] (packed rows) keeps attention inside each segment.
   `interpret=True` runs the kernel in Pallas's interpreter, on any device (tests only).
   """
   local = functools.partial(_local, interpret=interpret)
@@ -74,8 +84,13 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       f"config key model.attention='splash' is a TPU kernel, but the mesh's devices are "
       f"{sorted(platforms)}: use 'xla' (or 'cudnn' on GPUs)")
   if context is None:
-    return local(q, k, v)
+    return local(q, k, v, segment_ids)
   mesh, rules = context
   spec = sharding.logical_to_spec(ACTIVATION_AXES, rules, q.shape, mesh)
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)(q, k, v)
+  if segment_ids is None:
+    return jax.shard_map(lambda q, k, v: local(q, k, v, None), mesh=mesh,
+                         in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(q, k, v)
+  # The ids split over the batch like the activations; every head shard sees all of them.
+  ids_spec = sharding.logical_to_spec(ACTIVATION_AXES[:2], rules, segment_ids.shape, mesh)
+  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, ids_spec),
+                       out_specs=spec, check_vma=False)(q, k, v, segment_ids)

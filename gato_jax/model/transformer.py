@@ -61,14 +61,27 @@ def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
 
   A query at position i and a key at j then score by their content and by i - j alone:
   relative, so a left-padded or slid context, whose absolute positions shift, scores the
-  same. The two halves of the head dimension form the pairs.
+  same. The two halves of the head dimension form the pairs. `positions` is [L] (every
+  row alike) or [B, L] (packed rows, whose positions restart at each segment).
   """
   half = x.shape[-1] // 2
   inverse = ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions.astype(jnp.float32)[:, None] * inverse[None, :]  # [L, K/2]
-  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  angles = positions.astype(jnp.float32)[..., :, None, None] * inverse  # [(B,) L, 1, K/2]
+  sin, cos = jnp.sin(angles), jnp.cos(angles)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+  """[B, L] -> [B, L]: each position's offset from the start of its segment.
+
+  A segment starts wherever the id changes, so a packed row's sequences each count from 0
+  as they would alone, and an unpacked row counts 0, 1, ... over its real tokens.
+  """
+  index = jnp.arange(segment_ids.shape[1])
+  starts = jnp.concatenate(
+      [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], 1)
+  return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,25 +131,39 @@ class Attention(nnx.Module):
       cache: tuple[jax.Array, jax.Array] | None = None,
       cache_index: jax.Array | None = None,
       mask: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """With a cache, `cache_index` is where this chunk starts (also its first position)."""
+    """With a cache, `cache_index` is where this chunk starts (also its first position).
+
+    `segment_ids` [B, L] (packed rows, no cache): attention stays inside each segment and
+    positions restart at each.
+    """
     dtype = options.dtype
     act_axes = ('batch', 'length', 'heads', 'kv')
     q = jnp.einsum('bld,dhk->blhk', x, self.query[...].astype(dtype))
     k = jnp.einsum('bld,dhk->blhk', x, self.key[...].astype(dtype))
     v = jnp.einsum('bld,dhk->blhk', x, self.value[...].astype(dtype))
     if options.rope:
-      positions = jnp.arange(x.shape[1]) + (0 if cache is None else cache_index)
+      if segment_ids is not None:
+        positions = segment_positions(segment_ids)
+      else:
+        positions = jnp.arange(x.shape[1]) + (0 if cache is None else cache_index)
       q, k = rotary(q, positions), rotary(k, positions)
     q, k, v = (sharding.constrain(a, act_axes) for a in (q, k, v))
     q, k, v = (checkpoint_name(a, n) for a, n in ((q, 'query'), (k, 'key'), (v, 'value')))
     if cache is None:
       # Training and full forward: a plain causal mask. Padding sits after the real
-      # tokens, so causality alone keeps it from reaching them.
+      # tokens, so causality alone keeps it from reaching them. Packed rows add a
+      # same-segment mask: splash takes the ids themselves and never builds [L, L];
+      # jax.nn.dot_product_attention has no segment argument (its sequence lengths
+      # describe one sequence per row), so it gets a [B, 1, L, L] boolean mask.
       if options.attention == 'splash':
-        y = splash.splash_attention(q, k, v)
+        y = splash.splash_attention(q, k, v, segment_ids=segment_ids)
       else:
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+        same = None
+        if segment_ids is not None:
+          same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+        y = jax.nn.dot_product_attention(q, k, v, mask=same, is_causal=True,
                                          implementation=options.attention)
     else:
       # Cached decoding writes this chunk's keys/values at `cache_index` and attends to
@@ -185,10 +212,10 @@ class Block(nnx.Module):
     self.dropout = nnx.Dropout(dropout_rate)
 
   def __call__(self, x, options: StackOptions, key=None, cache=None, cache_index=None,
-               mask=None):
+               mask=None, segment_ids=None):
     keys = (None, None) if key is None else tuple(jax.random.split(key))
     h, cache = self.attention(self.attention_norm(x, options.dtype), options, cache,
-                              cache_index, mask)
+                              cache_index, mask, segment_ids)
     x = x + self.dropout(h, deterministic=key is None, rngs=keys[0])
     h = self.mlp(self.mlp_norm(x, options.dtype), options.dtype)
     x = x + self.dropout(h, deterministic=key is None, rngs=keys[1])
@@ -219,12 +246,16 @@ class DecoderStack(nnx.Module):
       cache: tuple[jax.Array, jax.Array] | None = None,
       cache_index: jax.Array | None = None,
       mask: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """x [B, L, D] -> final-normed [B, L, D]; `cache` holds [layers, B, S, H, K] arrays."""
+    """x [B, L, D] -> final-normed [B, L, D]; `cache` holds [layers, B, S, H, K] arrays.
+
+    `segment_ids` [B, L]: packed rows (Attention); never with a cache.
+    """
     keys = None if key is None else jax.random.split(key, self.num_layers)
 
     def layer(block: Block, x, layer_key, layer_cache):
-      return block(x, options, layer_key, layer_cache, cache_index, mask)
+      return block(x, options, layer_key, layer_cache, cache_index, mask, segment_ids)
 
     if options.remat != 'none':
       policy = remat_policy(options.remat, options.remat_save, options.remat_offload)
