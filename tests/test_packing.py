@@ -269,7 +269,8 @@ def test_the_train_step_on_packed_rows_matches_the_same_sequences_unpacked():
   unpacked = rows([[s] for s in seqs])
   packed = rows([seqs[i:i + 2] for i in range(0, 16, 2)])
   config = tiny_train_config.with_overrides(**{
-    'model.dropout_rate': 0.0, 'loss_normalization': 'sequences', 'model.max_length': length})
+    'model.dropout_rate': 0.0, 'loss_normalization': 'sequences', 'model.max_length': length,
+    'model.num_layers': 1})
   mesh = sharding.make_mesh(config)
   tx = optimizer.make_optimizer(config)
   layout = train.abstract_train_state(config, mesh, tx)
