@@ -41,7 +41,7 @@ test: $(STAMP)
 	@# One worker per core, at most 4: each worker imports its own JAX and TensorFlow. Whole
 	@# files per worker (loadfile): a module's fixture (generated episodes, a trained run)
 	@# is then built once, not once per worker.
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.tokenize
