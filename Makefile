@@ -40,8 +40,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	@# One worker per core, at most 4: each worker imports its own JAX and TensorFlow. Tests,
 	@# not files, are spread over the workers: whole files (--dist loadfile) put all of
-	@# test_train.py on one worker: 18:51 of pytest for 509 tests, where spread by test 483
-	@# tests took 12:11.
+	@# test_train.py on one worker: 18:51 of pytest for 509 tests, spread by test 16:31.
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --durations=15 tests
 
 bench: $(STAMP)
