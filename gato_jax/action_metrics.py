@@ -41,7 +41,7 @@ from gato_jax.envs import runner
 from gato_jax.envs.wrappers import model_inputs, sampling_range
 from gato_jax.model import inputs
 
-Episode = tuple[dict[str, np.ndarray], np.ndarray]  # The T acted steps' observations, actions.
+Episode = replay.Episode  # The T acted steps' observations, actions.
 
 BATCH_WINDOWS = 8  # Windows per forward pass: one shape, one compile; logits stay small.
 
