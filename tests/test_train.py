@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -37,8 +36,6 @@ from gato_jax.model import from_config
 from gato_jax.model.batch import synthetic_batch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Shared by this module's subprocesses, which compile the same programs.
-COMPILATION_CACHE = pathlib.Path(tempfile.mkdtemp(prefix='gato_test_train_jax_cache_'))
 
 
 tiny_config = tiny_train_config.with_overrides
@@ -58,14 +55,12 @@ def logged_losses(workdir) -> dict[int, float]:
 
 
 def start_training(workdir, log_path, *flags) -> subprocess.Popen:
-  """`python -m gato_jax.train` on the tiny config; its compilations are cached for the next."""
+  """`python -m gato_jax.train` on the tiny config, with the suite's compilation cache."""
   env = dict(
     os.environ,
     XLA_FLAGS='--xla_force_host_platform_device_count=8',
     TF_CPP_MIN_LOG_LEVEL='2',
     JAX_PLATFORMS='cpu',
-    JAX_COMPILATION_CACHE_DIR=str(COMPILATION_CACHE),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
   )
   with open(log_path, 'a') as log:
     return subprocess.Popen(
