@@ -4,6 +4,12 @@ import os
 
 # Before anything imports jax: sharding tests need a multi-device mesh on a CPU machine.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# The tests compile hundreds of small programs and run each for a few steps, so LLVM's
+# optimization of the CPU code costs more than it saves. Level 0 leaves the numerics to
+# float rounding (the tiny run's losses agree to 1e-7); the processes tests start inherit
+# these flags, so values a test compares across processes come from the same code.
+if '--xla_backend_optimization_level' not in os.environ['XLA_FLAGS']:
+  os.environ['XLA_FLAGS'] += ' --xla_backend_optimization_level=0'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # libtpu (the `aot` extra) would otherwise be tried as a backend by every JAX process, each
 # taking its lock file: the tests run on CPU and only compile for TPU topologies.

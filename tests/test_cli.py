@@ -21,7 +21,6 @@ import tiny_train_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(
   os.environ,
-  XLA_FLAGS='--xla_force_host_platform_device_count=8',
   TF_CPP_MIN_LOG_LEVEL='2',
   JAX_PLATFORMS='cpu',
   PYTHONPATH=f'{REPO}:{REPO / "tests"}',

@@ -55,10 +55,9 @@ def logged_losses(workdir) -> dict[int, float]:
 
 
 def start_training(workdir, log_path, *flags) -> subprocess.Popen:
-  """`python -m gato_jax.train` on the tiny config, with the suite's compilation cache."""
+  """`python -m gato_jax.train` on the tiny config, with the suite's XLA flags and cache."""
   env = dict(
     os.environ,
-    XLA_FLAGS='--xla_force_host_platform_device_count=8',
     TF_CPP_MIN_LOG_LEVEL='2',
     JAX_PLATFORMS='cpu',
   )
