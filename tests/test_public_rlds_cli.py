@@ -1,5 +1,6 @@
-"""data_pipelines.public_rlds describe and check, and docs/adding_a_dataset.md's whole path
-(a robot's own RLDS dataset, written outside the project, to training), run offline."""
+"""data_pipelines.public_rlds describe (its proposal: data_pipelines/spec_proposal.py) and
+check, and docs/adding_a_dataset.md's whole path (a robot's own RLDS dataset, written outside
+the project, to training), run offline."""
 
 import contextlib
 import dataclasses
@@ -20,6 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from data_pipelines import public_rlds as cli_rlds
+from data_pipelines import spec_proposal
 from gato_jax import cli, specs
 from gato_jax.data import public_rlds
 from gato_jax.specs import config as spec_config
@@ -134,7 +136,7 @@ def _oxe_like_features() -> tfds.features.FeaturesDict:
   [(512, 1024, (128, 160)), (96, 1024, (96, 128)), (512, 128, (48, 64))],
 )
 def test_describe_fits_the_main_camera_to_the_model(local_positions, max_length, size):
-  proposal = cli_rlds.propose(
+  proposal = spec_proposal.propose(
     'oxe_like:1.0.0', _oxe_like_features(), 'gs://bucket', local_positions, max_length
   )
   assert proposal.name == 'oxe_like'
@@ -167,7 +169,7 @@ def test_describe_refuses_a_model_with_no_room_for_the_image():
     cli.CommandError,
     match='no room for image observation/image: text, state and action take 48 tokens',
   ):
-    cli_rlds.propose('oxe_like', _oxe_like_features(), None, 512, 64)
+    spec_proposal.propose('oxe_like', _oxe_like_features(), None, 512, 64)
 
 
 def test_describe_takes_a_class_label_actions_count(monkeypatch):
@@ -178,7 +180,9 @@ def test_describe_takes_a_class_label_actions_count(monkeypatch):
     'reward': f.Scalar(dtype=np.float32),
     'is_terminal': np.bool_,
   }
-  proposal = cli_rlds.propose('grid', f.FeaturesDict({'steps': f.Dataset(step)}), None, 512, 1024)
+  proposal = spec_proposal.propose(
+    'grid', f.FeaturesDict({'steps': f.Dataset(step)}), None, 512, 1024
+  )
   spec, source = validate(proposal.snippet(), 'grid', monkeypatch)
   assert spec.action == spec_config.field_from_dict(
     {'type': 'discrete', 'name': 'action', 'num_values': 7}, 'action'
@@ -205,11 +209,11 @@ def test_the_command_line_ends_a_failure_with_one_line_of_cause(tmp_path):
 
 
 def test_fit_image_size_keeps_the_aspect_ratio_in_multiples_of_16():
-  assert cli_rlds.fit_image_size(256, 320, 80) == (128, 160)
-  assert cli_rlds.fit_image_size(120, 160, 80) == (112, 144)
-  assert cli_rlds.fit_image_size(72, 96, 80) == (64, 80)
-  assert cli_rlds.fit_image_size(480, 640, 12) == (48, 64)
-  assert cli_rlds.fit_image_size(8, 8, 80) == (16, 16)  # Never below one patch.
+  assert spec_proposal.fit_image_size(256, 320, 80) == (128, 160)
+  assert spec_proposal.fit_image_size(120, 160, 80) == (112, 144)
+  assert spec_proposal.fit_image_size(72, 96, 80) == (64, 80)
+  assert spec_proposal.fit_image_size(480, 640, 12) == (48, 64)
+  assert spec_proposal.fit_image_size(8, 8, 80) == (16, 16)  # Never below one patch.
 
 
 # ----------------------------------------------------------------------------------------
@@ -379,7 +383,7 @@ def test_describe_says_when_the_catalog_already_reads_the_dataset():
   """Pasting a proposal under a catalog source's name would be refused as another mapping."""
   from configs import gato_1b2
 
-  proposal = cli_rlds.describe('rlu_control_suite/walker_walk', None, gato_1b2.get_config())
+  proposal = spec_proposal.describe('rlu_control_suite/walker_walk', None, gato_1b2.get_config())
   assert proposal.snippet().startswith(
     '# rlu_control_suite/walker_walk is already registered as public source '
     'rlu_control_suite_walker_walk'
