@@ -330,8 +330,9 @@ def run_seed(
     if record.get('settings') == settings:
       print(f'[seed {index + 1}/{progress.seeds}] seed {seed}: reusing {record_path}', flush=True)
       return record
-    raise cli.CommandError(f'{record_path} was run with other settings ({record.get("settings")})'
-                           '; remove it or choose another --workdir')
+    changed = ', '.join(setting_differences(record.get('settings') or {}, settings)[:5])
+    raise cli.CommandError(f'{record_path} was run with other settings ({changed}); remove it '
+                           'or choose another --workdir')
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise cli.CommandError(
       f'{workdir} holds an unfinished run: resuming it would train past the budget; remove '
@@ -376,6 +377,20 @@ def run_seed(
 # ----------------------------------------------------------------------------------------
 
 
+def setting_differences(
+  old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ''
+) -> list[str]:
+  """'key: old -> new' for each dotted key in which two seeds' settings differ."""
+  lines = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      lines += setting_differences(a, b, f'{prefix}{key}.')
+    elif a != b:
+      lines.append(f'{prefix}{key}: {a!r} -> {b!r}')
+  return lines
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   args = flags.FLAGS
@@ -389,8 +404,11 @@ def main(argv: Sequence[str]) -> None:
   overrides = run_overrides(given, config.total_steps, config.optimizer.decay_steps,
                             args.steps, args.minutes)
   total_steps = overrides.get('total_steps', config.total_steps)
+  # The resolved config too: a finished seed is reused only if the config file still says
+  # what it said then (an edited configs/demo.py is another experiment).
   settings = {'config': config_path, 'overrides': {k: str(v) for k, v in overrides.items()},
-              'total_steps': total_steps, 'minutes': args.minutes}
+              'total_steps': total_steps, 'minutes': args.minutes,
+              'resolved_config': json.loads(config.to_json_best_effort(sort_keys=True))}
   os.makedirs(args.workdir, exist_ok=True)
   print(f'preparing the data of {config_path} (once, for every seed)', flush=True)
   _run_logged(command('data_pipelines.prepare', config_path, given),

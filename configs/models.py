@@ -60,6 +60,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       # current timestep (relative, as in the Gopher-family decoders; needs an even
       # head_dim), or 'none': the paper as written, only its local and patch positions.
       'position_encoding': 'rope',
+      # How image pixels enter the patch ResNet: 'paper' ([-1, 1] / 4, black is -0.25) or
+      # 'unit' ([0, 1], black is 0). With 'paper' the demo model never reads Breakout's
+      # frames: the black offset every patch shares drowns the ball (docs/performance.md).
+      'pixel_normalization': 'paper' if paper else 'unit',
   })
 
 

@@ -328,12 +328,11 @@ def run_config(
   differ = [d for d in differ if d not in keep]
   if not differ:
     return config
-  saved = checkpointing.read_config(workdir, step)
   out = copy.deepcopy(config)
   with out.ignore_type():  # JSON keeps ints and floats apart less strictly than ConfigDict.
     for d in differ:
       section, name = d.key.split('.')
-      out[section][name] = saved[section][name]
+      out[section][name] = d.checkpoint  # As recorded, or as implied (fingerprint).
       print(f"checkpoint {step}: {d}: using the checkpoint's", flush=True)
   return out
 

@@ -61,6 +61,10 @@ def check_resumable(
 # Sections every key of which a checkpoint's run is held to: what the parameters compute
 # (model.*, but EXECUTION_KEYS: how the step runs) and which id is which token (tokenizer.*).
 SECTIONS = ('model', 'tokenizer')
+# Keys added after checkpoints existed, with the value every run before them had: a
+# checkpoint that does not record one was trained with it, so it is compared as such
+# (configs/models.py's demo size has 'unit' pixels; a demo checkpoint from before does not).
+IMPLIED_BEFORE_RECORDED = {'model.pixel_normalization': 'paper'}
 # Config keys outside SECTIONS that a checkpoint's run is held to.
 # A mixture's name says what it reads only with the registrations a config adds to it.
 RUN_KEYS = ('data.mixture', 'data.modules', 'data.specs', 'data.public_sources', 'data.mixtures')
@@ -75,6 +79,14 @@ class Difference(NamedTuple):
 
   def __str__(self) -> str:
     return f'{self.key}: checkpoint {self.checkpoint!r}, config {self.config!r}'
+
+
+def _recorded(saved: Any, key: str) -> tuple[bool, Any]:
+  """(found, value) of a key in a checkpoint's config, IMPLIED_BEFORE_RECORDED included."""
+  found, value = _get(saved, key)
+  if not found and key in IMPLIED_BEFORE_RECORDED:
+    return True, IMPLIED_BEFORE_RECORDED[key]
+  return found, value
 
 
 def _get(tree: Any, key: str) -> tuple[bool, Any]:
@@ -99,7 +111,8 @@ def config_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Di
 
   Every key of SECTIONS (but model.EXECUTION_KEYS), and RUN_KEYS, compared as JSON, as
   they were recorded (tuples become lists). Keys a checkpoint does not record (older ones)
-  are not compared, and are named in a log line.
+  are not compared, and are named in a log line, except IMPLIED_BEFORE_RECORDED's, which
+  are compared with the value such a checkpoint was trained with.
   """
   current = _json(config)
   section_keys = [f'{section}.{k}' for section in SECTIONS
@@ -108,10 +121,10 @@ def config_differences(saved: Any, config: ml_collections.ConfigDict) -> list[Di
   run_keys = [k for k in RUN_KEYS if _get(current, k)[0]]
   differ = []
   for key in section_keys + run_keys:
-    was_recorded, old = _get(saved, key)
+    was_recorded, old = _recorded(saved, key)
     if was_recorded and old != (value := _get(current, key)[1]):
       differ.append(Difference(key, old, value))
-  unrecorded = [k for k in run_keys + section_keys if not _get(saved, k)[0]]
+  unrecorded = [k for k in run_keys + section_keys if not _recorded(saved, k)[0]]
   if unrecorded:
     logging.warning('the checkpoint does not record %s (written before they were compared); '
                     'they are not checked', ', '.join(unrecorded))

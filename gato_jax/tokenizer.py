@@ -167,12 +167,26 @@ def patchify(images: np.ndarray) -> np.ndarray:
   return x.reshape(*lead, rows * cols, PATCH_SIZE, PATCH_SIZE, c)
 
 
-def normalize_patches(patches: Any) -> Any:
-  """uint8 pixels to [-1, 1], then divided by sqrt(patch size) = 4, as in the paper.
+# How uint8 pixels become the patch embedding's input (config key model.pixel_normalization).
+# 'paper': [-1, 1] divided by sqrt(patch size) = 4, as Reed et al. write; black is -0.25.
+# 'unit': [0, 1]; black is 0. On a dark frame (Atari) the paper's scaling gives every patch
+# the same large black offset, which after the ResNet's GroupNorm and the transformer's
+# LayerNorm drowns the few pixels that matter: the demo model never read Breakout's ball
+# with it, and does with 'unit' (docs/performance.md, "Breakout alone").
+PIXEL_NORMALIZATIONS = ('paper', 'unit')
+
+
+def normalize_patches(patches: Any, pixels: str = 'paper') -> Any:
+  """uint8 pixels to float32 by `pixels`, one of PIXEL_NORMALIZATIONS.
 
   Plain arithmetic, so it works on numpy and on jax arrays alike.
   """
-  return (patches.astype('float32') * (2.0 / 255.0) - 1.0) / np.sqrt(PATCH_SIZE).astype('float32')
+  x = patches.astype('float32')
+  if pixels == 'paper':
+    return (x * (2.0 / 255.0) - 1.0) / np.sqrt(PATCH_SIZE).astype('float32')
+  if pixels == 'unit':
+    return x * (1.0 / 255.0)
+  raise ValueError(f'pixel normalization must be one of {PIXEL_NORMALIZATIONS}, got {pixels!r}')
 
 
 def image_to_patches(image: np.ndarray) -> np.ndarray:

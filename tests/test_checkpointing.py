@@ -389,3 +389,19 @@ def test_a_checkpoint_older_than_the_fingerprint_is_compared_on_what_it_records(
   ) in caplog.text
   with pytest.raises(ValueError, match='model.num_layers'):
     fingerprint.check_resumable(changed(config, **{'model.num_layers': 3}), str(tmp_path))
+
+
+def test_a_checkpoint_from_before_pixel_normalization_is_compared_as_paper(tmp_path):
+  """Such a run saw [-1, 1] / 4 pixels: resuming or scoring it with 'unit' is refused."""
+  config = tiny_train_config.get_config()
+  recorded = json.loads(config.to_json_best_effort())
+  del recorded['model']['pixel_normalization']
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    checkpointer.save(os.path.join(checkpointing.step_dir(str(tmp_path), 2), 'meta'),
+                      {'step': 2, 'config': recorded})
+  unit = changed(config, **{'model.pixel_normalization': 'unit'})
+  with pytest.raises(ValueError, match="model.pixel_normalization: checkpoint 'paper', "
+                                       "config 'unit'"):
+    fingerprint.check_resumable(unit, str(tmp_path))
+  fingerprint.check_resumable(changed(config, **{'model.pixel_normalization': 'paper'}),
+                              str(tmp_path))

@@ -355,6 +355,20 @@ def test_a_checkpoint_is_scored_as_the_model_it_was_trained_as(data_dir, tmp_pat
   assert evaluator.run_config(rope, str(tmp_path), 3, explicit=('model.position_encoding',)) is rope
 
 
+def test_a_checkpoint_older_than_pixel_normalization_is_scored_with_paper_pixels(
+    data_dir, tmp_path, capsys):
+  """Its meta does not record the key; it was trained on [-1, 1] / 4 pixels, so it is run so."""
+  config = make_config(data_dir, tasks=('cartpole',), episodes=1, batch_size=1, max_steps=2)
+  assert config.model.pixel_normalization == 'unit'
+  recorded = config.to_dict()
+  del recorded['model']['pixel_normalization']
+  save_params(tmp_path, 3, from_config(config, nnx.Rngs(1)), {'step': 3, 'config': recorded})
+  scored = evaluator.run_config(config, str(tmp_path), 3)
+  assert scored.model.pixel_normalization == 'paper'
+  assert "model.pixel_normalization: checkpoint 'paper', config 'unit': using the checkpoint's" in (
+    capsys.readouterr().out)
+
+
 def test_the_command_line_refuses_a_model_flag_the_checkpoint_contradicts(tmp_path):
   """--config.model.position_encoding=none against a rope checkpoint: an error naming it."""
   config = tiny_train_config.get_config()

@@ -114,7 +114,8 @@ def test_budget_overrides_and_commands():
 
 
 def test_a_finished_seed_is_reused_and_a_leftover_run_refused(tmp_path):
-  settings = {'config': 'configs/demo.py', 'overrides': {}, 'total_steps': 10, 'minutes': 0.0}
+  settings = {'config': 'configs/demo.py', 'overrides': {}, 'total_steps': 10, 'minutes': 0.0,
+              'resolved_config': {'model': {'pixel_normalization': 'paper'}}}
   progress = learning.Progress(seeds=2, total_steps=10, minutes=0.0)
   record = {'seed': 0, 'settings': settings, 'eval': evaluation({'cartpole': 1.0})}
   (tmp_path / 'seed_0').mkdir()
@@ -123,6 +124,11 @@ def test_a_finished_seed_is_reused_and_a_leftover_run_refused(tmp_path):
   assert learning.run_seed(0, 0, *args, settings, progress, 30.0) == record
   with pytest.raises(learning.cli.CommandError, match='run with other settings'):
     learning.run_seed(0, 0, *args, {**settings, 'minutes': 5.0}, progress, 30.0)
+  # The same file and flags, but the file now says something else: refused, naming the key.
+  edited = {**settings, 'resolved_config': {'model': {'pixel_normalization': 'unit'}}}
+  with pytest.raises(learning.cli.CommandError,
+                     match="resolved_config.model.pixel_normalization: 'paper' -> 'unit'"):
+    learning.run_seed(0, 0, *args, edited, progress, 30.0)
   (tmp_path / 'seed_1').mkdir()
   (tmp_path / 'seed_1' / 'metrics.jsonl').write_text('{"step": 3, "loss": 1.0}\n')
   with pytest.raises(learning.cli.CommandError, match='seed_1 holds an unfinished run'):

@@ -100,11 +100,13 @@ def test_image_positions_ignore_their_token_id_and_other_positions_ignore_pixels
   assert (diff[image] > 1e-3).all() and (diff[~image] == 0).all()
 
 
-def test_image_embedding_is_resnet_plus_row_and_column_tables(model):
+@pytest.mark.parametrize('pixels', ['paper', 'unit'])
+def test_image_embedding_is_resnet_plus_row_and_column_tables(pixels):
+  model = Gato(_options(pixel_normalization=pixels), VOCAB, nnx.Rngs(0))
   batch = _batch()
   b, t = np.argwhere(batch['kinds'] == Kind.IMAGE)[0]
   batch['local_positions'][b, t] = 0
-  patch = tokenizer.normalize_patches(batch['patches'][b, t])
+  patch = tokenizer.normalize_patches(batch['patches'][b, t], pixels)
   row, col = (0 + 32) // 2, (96 + 128) // 2  # Rounded means of the batch's intervals.
   expected = (
     model.embedder.patches(jnp.asarray(patch)[None], jnp.float32)[0]
@@ -227,6 +229,7 @@ def test_a_key_turns_on_dropout_and_without_one_the_model_is_deterministic():
     ('resnet_groups', 3),
     ('value_embedding_init', 'sinusoidal'),
     ('position_encoding', 'alibi'),
+    ('pixel_normalization', 'imagenet'),
   ],
 )
 def test_bad_model_options_name_their_config_key(key, value):

@@ -110,6 +110,15 @@ def test_patches_are_in_raster_order_and_scaled():
   np.testing.assert_allclose(tok.image_to_patches(np.zeros((16, 16, 3), np.uint8)), -0.25)
 
 
+def test_unit_pixels_keep_black_at_zero_and_bad_names_are_refused():
+  pixels = np.array([0, 51, 255], np.uint8)
+  np.testing.assert_allclose(tok.normalize_patches(pixels, 'unit'), [0.0, 0.2, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(tok.normalize_patches(pixels, 'paper'), [-0.25, -0.15, 0.25],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="one of \\('paper', 'unit'\\), got 'imagenet'"):
+    tok.normalize_patches(pixels, 'imagenet')
+
+
 def test_patch_keeps_pixel_layout_inside_each_patch():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)

@@ -143,13 +143,15 @@ class Embedder(nnx.Module):
   def __init__(self, vocab_rows: int, d_model: int, local_positions: int,
                resnet_channels: int, resnet_groups: int, rngs: nnx.Rngs,
                param_dtype: Any = jnp.float32, first_value_row: int | None = None,
-               remat_patches: bool = False):
+               remat_patches: bool = False, pixel_normalization: str = 'paper'):
     """`first_value_row`, when given, turns on `ordinal_table_init` for the token table.
 
     `remat_patches` keeps only the patches for the backward pass and recomputes the ResNet
     from them: its activations are ~8 d_model-sized arrays per position, kept otherwise.
+    `pixel_normalization`: one of tokenizer.PIXEL_NORMALIZATIONS.
     """
     self.remat_patches = remat_patches
+    self.pixel_normalization = pixel_normalization
     table_init = jax.nn.initializers.normal(d_model ** -0.5)
     tokens_init = (table_init if first_value_row is None
                    else ordinal_table_init(first_value_row, d_model))
@@ -170,7 +172,7 @@ class Embedder(nnx.Module):
     tokens, kinds = batch['tokens'], batch['kinds']
     x = jnp.take(self.tokens[...], tokens, axis=0, mode='clip').astype(dtype)
 
-    patches = tokenizer.normalize_patches(batch['patches'])
+    patches = tokenizer.normalize_patches(batch['patches'], self.pixel_normalization)
     intervals = batch['patch_positions'].reshape(*tokens.shape, 2, 2)  # [B, L, row/col, lo/hi]
     buckets = patch_position_buckets(intervals, key)
     resnet = lambda module, p: module(p, dtype)  # noqa: E731

@@ -70,7 +70,8 @@ class Gato(nnx.Module):
     param_dtype = DTYPES[options.param_dtype]
     self.embedder = Embedder(self.vocab_rows, options.d_model, options.local_positions,
                              options.resnet_channels, options.resnet_groups, rngs, param_dtype,
-                             first_value_row if ordinal else None, options.remat_patches)
+                             first_value_row if ordinal else None, options.remat_patches,
+                             options.pixel_normalization)
     self.dropout = nnx.Dropout(options.dropout_rate)
     self.stack = DecoderStack(options.num_layers, options.d_model, options.num_heads,
                               options.head_dim, options.mlp_dim, options.dropout_rate, rngs,

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from gato_jax import tokenizer
 from gato_jax.model import splash
 from gato_jax.model.embedding import VALUE_EMBEDDING_INITS
 from gato_jax.model.transformer import (
@@ -32,7 +33,8 @@ POSITIVE_INTS = ('num_layers', 'd_model', 'num_heads', 'head_dim', 'mlp_dim', 'l
                  'resnet_channels', 'resnet_groups', 'vocab_multiple', 'max_length')
 CHOICES = {'dtype': DTYPES, 'param_dtype': DTYPES, 'remat': REMAT_POLICIES,
            'attention': ATTENTION_IMPLEMENTATIONS, 'value_embedding_init': VALUE_EMBEDDING_INITS,
-           'position_encoding': POSITION_ENCODINGS}
+           'position_encoding': POSITION_ENCODINGS,
+           'pixel_normalization': tokenizer.PIXEL_NORMALIZATIONS}
 
 
 def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -68,6 +70,7 @@ class ModelOptions:
   attention: str
   value_embedding_init: str
   position_encoding: str
+  pixel_normalization: str
 
   @classmethod
   def from_config(cls, config: Any) -> ModelOptions:
