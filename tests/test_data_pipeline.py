@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from configs import demo
 from data_pipelines import captions, prepare, rollouts
@@ -302,6 +303,37 @@ def test_prepare_writes_what_the_mixture_lacks_then_the_pipeline_reads_it(tmp_pa
   assert prepare.prepare(config) == []  # Complete: kept, not rewritten.
   batch = next(data.make_iterator(config, batch_size=2))
   assert batch['tokens'].shape == (2, LENGTH)
+
+
+def test_prepare_in_two_processes_writes_the_same_records_as_one(tmp_path, capsys):
+  """Datasets are written in parallel (spawned processes), each exactly as alone."""
+  one, two = (make_config(str(tmp_path / n), episodes_per_task=2, task_episodes='',
+                          max_episode_steps=12, random_episodes=1, caption_examples=6)
+              for n in ('one', 'two'))
+  alone = prepare.prepare(one, processes=1)
+  parallel = prepare.prepare(two, processes=2)
+  assert sorted(d.what for d in parallel) == sorted(d.what for d in alone)
+  assert len(alone) == 3  # Two episode datasets and the captions.
+  by_what = {d.what: d.path for d in parallel}
+  for dataset in alone:
+    records = [list(tfds.as_numpy(tfds.builder_from_directory(path).as_dataset(split='train')))
+               for path in (dataset.path, by_what[dataset.what])]
+    assert len(records[0]) == len(records[1]) > 0, dataset.what
+    for a, b in zip(*records, strict=True):
+      leaves = list(zip(_leaves(a), _leaves(b), strict=True))
+      assert len(leaves) > len(tf.nest.flatten(a)) or 'caption' in dataset.what, dataset.what
+      for x, y in leaves:
+        np.testing.assert_array_equal(x, y, err_msg=dataset.what)
+
+
+def _leaves(record):
+  """The arrays of one TFDS record, an RLDS episode's nested steps dataset included."""
+  for leaf in tf.nest.flatten(record):
+    if isinstance(leaf, np.ndarray) or np.isscalar(leaf):
+      yield leaf
+    else:  # The steps of an episode: a dataset of its own.
+      for step in leaf:
+        yield from _leaves(step)
 
 
 def test_pipeline_benchmark_reports_real_token_counts(data_dir):
