@@ -19,8 +19,15 @@ then the closed-loop score of eval/<step>.json when the evaluator has written it
 row far below teacher-forced means training and acting differ; teacher-forced no better
 than 'most frequent' means the model has not learned the task from its observations.
 'mean_run' is the mean length of runs of a repeated action (the expert's in the
-'expert' row): a copy of the last action shows as long runs. The table and a JSON
-(WORKDIR/diagnosis/<step>.json) are the output; docs/evaluation.md reads one.
+'expert' row): a copy of the last action shows as long runs.
+
+For a task whose action is one discrete token, a second table breaks teacher forcing down
+per action: how often the expert takes it, how often the greedy prediction recovers it
+(recall), how often it is predicted at all, and the mean probability the model gives it
+where the expert takes it. A rare action the task cannot do without (Breakout's FIRE,
+which serves the ball) shows there with recall 0 while the overall accuracy looks fine.
+The tables and a JSON (WORKDIR/diagnosis/<step>.json) are the output; docs/evaluation.md
+reads one.
 """
 
 from __future__ import annotations
@@ -61,6 +68,30 @@ def baselines(
   }
 
 
+def per_action(
+  predicted: np.ndarray, targets: np.ndarray, nll: np.ndarray, logged: np.ndarray
+) -> list[dict[str, Any]]:
+  """One row per action the expert took ([S, 1] greedy and logged tokens, their losses in
+  nats, the logged actions [S] or [S, 1]): the second table of the module docstring."""
+  if predicted.shape != targets.shape or targets.ndim != 2 or targets.shape[1] != 1:
+    raise ValueError(f'per-action figures need one action token per step; got predicted '
+                     f'{predicted.shape} against logged {targets.shape}')
+  predicted, targets, nll = predicted[:, 0], targets[:, 0], nll[:, 0]
+  actions = np.asarray(logged).reshape(len(targets))
+  rows = []
+  for token in np.unique(targets):
+    taken = targets == token
+    rows.append({
+      'action': int(actions[taken][0]),
+      'token': int(token),
+      'expert_share': float(taken.mean()),
+      'recall': float((predicted[taken] == token).mean()),
+      'predicted_share': float((predicted == token).mean()),
+      'p_expert_action': float(np.exp(-nll[taken]).mean()),
+    })
+  return rows
+
+
 def diagnose_task(config: Any, model: Any, task: str, count: int) -> dict[str, Any]:
   """Every row of the module docstring's table for one task."""
   from gato_jax.data import episodes as episode_data  # TFDS, only when a dataset is read.
@@ -93,7 +124,11 @@ def diagnose_task(config: Any, model: Any, task: str, count: int) -> dict[str, A
     actor = policy.GatoPolicy(model, task_tokenizer, demos, options, seed=e.seed)
     rows[name] = replay.replay(actor, held_out, seeds, forced=forced)
   expert_run = replay.mean_run([replay.logged_action_tokens(task_tokenizer, h) for h in held_out])
-  return {'episodes': len(held_out), 'expert_mean_run': expert_run, 'rows': rows}
+  out = {'episodes': len(held_out), 'expert_mean_run': expert_run, 'rows': rows}
+  if isinstance(spec.action, tok.DiscreteField) and spec.action_tokens == 1:
+    out['per_action'] = per_action(
+      *action_metrics.greedy_actions(model, task_tokenizer, held_out, model.max_length))
+  return out
 
 
 def table(results: dict[str, dict[str, Any]], closed: dict[str, Any]) -> str:
@@ -114,7 +149,12 @@ def table(results: dict[str, dict[str, Any]], closed: dict[str, Any]) -> str:
     lines.append({'task': task, 'path': 'closed loop (eval)',
                   'closed_loop_%': closed.get(task, {}).get('normalized_score')})
   columns = ['task', 'path', 'token_acc', 'action_acc', 'action_err', 'mean_run', 'closed_loop_%']
-  return tables.format_table(lines, columns)
+  text = tables.format_table(lines, columns)
+  actions = [{'task': task, **row} for task, result in results.items()
+             for row in result.get('per_action', [])]
+  if actions:
+    text += '\n\nteacher-forced, per action the expert took:\n' + tables.format_table(actions)
+  return text
 
 
 def main(argv: Sequence[str]) -> None:
