@@ -229,8 +229,8 @@ seqio.MixtureRegistry.add(
 # learns from its 200 episodes' goals when it gets a share like theirs (alone, 1000 steps
 # reach 64% of expert; at 0.25 it had ~200 windows and learned only the mean action, below
 # random: docs/performance.md, "Learning"). Atari and captions stay in at low rates: the
-# Breakout pixels need far more than this budget (alone, it first beats random after
-# 3,000 steps, over 100 times the windows this rate gives it; same section).
+# Breakout pixels need far more than this budget (alone for 5,000 steps, 200 times the
+# windows this rate gives it, it reads frames but rarely serves; same section).
 DEMO_RATES = {
   'cartpole': 1.0,
   'acrobot': 1.5,
