@@ -143,12 +143,23 @@ def evaluate_episodes(
   batch_windows: int = BATCH_WINDOWS,
 ) -> dict[str, Any]:
   """The module docstring's figures over `episodes` ((observations, actions) acted steps)."""
-  predicted, targets, nll, logged = greedy_actions(
-    model, task_tokenizer, episodes, length, batch_windows
-  )
+  return figures(task_tokenizer, *greedy_actions(model, task_tokenizer, episodes, length,
+                                                 batch_windows), episodes=len(episodes))
+
+
+def figures(
+  task_tokenizer: specs.TaskTokenizer,
+  predicted: np.ndarray,
+  targets: np.ndarray,
+  nll: np.ndarray,
+  logged: np.ndarray,
+  episodes: int,
+) -> dict[str, Any]:
+  """`evaluate_episodes`' figures from `greedy_actions`' output, for a caller that also
+  needs the tokens themselves (gato_jax/diagnose.py) and so runs the forward once."""
   out = replay.compare(task_tokenizer, predicted, targets, logged)
   out['action_token_loss'] = float(nll.mean())
-  out['episodes'] = len(episodes)
+  out['episodes'] = episodes
   return {k: out[k] for k in _FIGURES}
 
 

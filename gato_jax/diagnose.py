@@ -111,8 +111,8 @@ def diagnose_task(config: Any, model: Any, task: str, count: int) -> dict[str, A
     config.data.get('min_return_fraction', 0.0),
   )
   seeds = list(range(e.seed, e.seed + len(held_out)))
-  rows = {'teacher-forced': action_metrics.evaluate_episodes(
-    model, task_tokenizer, held_out, model.max_length)}
+  teacher = action_metrics.greedy_actions(model, task_tokenizer, held_out, model.max_length)
+  rows = {'teacher-forced': action_metrics.figures(task_tokenizer, *teacher, len(held_out))}
   rows.update(baselines(task_tokenizer, held_out))
   sampling = evaluator.sampling_options(config)
   greedy = dataclasses.replace(sampling, temperature=0.0)
@@ -126,8 +126,7 @@ def diagnose_task(config: Any, model: Any, task: str, count: int) -> dict[str, A
   expert_run = replay.mean_run([replay.logged_action_tokens(task_tokenizer, h) for h in held_out])
   out = {'episodes': len(held_out), 'expert_mean_run': expert_run, 'rows': rows}
   if isinstance(spec.action, tok.DiscreteField) and spec.action_tokens == 1:
-    out['per_action'] = per_action(
-      *action_metrics.greedy_actions(model, task_tokenizer, held_out, model.max_length))
+    out['per_action'] = per_action(*teacher)
   return out
 
 
